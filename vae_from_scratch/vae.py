@@ -360,11 +360,11 @@ class VAE:
             dz_q, dmu, dlog_var = dist.gaussian_log_density_backward(d_kl, z, mu, log_var)
             dz = dz + dz_q
             if cfg.prior == "mixture":
-                dz_p, *d_prior = dist.mixture_log_density_backward(
-                    -d_kl, z, p["prior.means"], p["prior.log_vars"], p["prior.logits"]
+                dz_p, grads["prior.means"], grads["prior.log_vars"], grads["prior.logits"] = (
+                    dist.mixture_log_density_backward(
+                        -d_kl, z, p["prior.means"], p["prior.log_vars"], p["prior.logits"]
+                    )
                 )
-                for name, g in zip(("prior.means", "prior.log_vars", "prior.logits"), d_prior):
-                    grads[name] = g
             else:  # log N(z; 0, I) has d/dz = -z
                 dz_p = d_kl[:, None] * z
             dz = dz + dz_p
