@@ -1,0 +1,276 @@
+"""download_mnist against a local HTTP server on 127.0.0.1; nothing here touches the internet.
+
+The server maps URL paths to (body, announced Content-Length). Each test puts the files it
+needs under a "mirror" prefix such as /good/ or /corrupt/, and passes those prefixes as
+``mirrors=``. The files are small generated IDX files, so ``files=`` carries their hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vae_from_scratch import data
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (name fixed by http.server)
+        self.server.hits.append(self.path)
+        route = self.server.routes.get(self.path)
+        if route is None:
+            self.send_error(404, "Not Found")
+            return
+        body, announced = route
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(announced))
+        self.end_headers()
+        self.wfile.write(body)
+        # HTTP/1.0: the connection closes here, even when fewer bytes than announced went out.
+
+    def log_message(self, format, *args):  # keep the test output clean
+        pass
+
+
+class LocalServer:
+    """A threaded HTTP server on 127.0.0.1 with editable routes and a log of requests."""
+
+    def __init__(self):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.routes = {}
+        self.httpd.hits = []
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    @property
+    def hits(self) -> list[str]:
+        return self.httpd.hits
+
+    def mirror(self, prefix: str, files: dict[str, bytes], announce_extra: int = 0) -> str:
+        """Serve ``files`` under ``/prefix/``; returns that mirror's base URL."""
+        for name, body in files.items():
+            self.httpd.routes[f"/{prefix}/{name}"] = (body, len(body) + announce_extra)
+        return f"{self.base}/{prefix}/"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def server(monkeypatch):
+    # Never send the loopback requests through a proxy the environment may configure.
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    srv = LocalServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def fake_files(tmp_path_factory) -> dict[str, bytes]:
+    """The four MNIST file names, holding small generated gzipped IDX files."""
+    folder = tmp_path_factory.mktemp("fake_mnist")
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (6, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, 6, dtype=np.uint8),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (4, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, 4, dtype=np.uint8),
+    }
+    return {name: data.write_idx(folder / name, a).read_bytes() for name, a in arrays.items()}
+
+
+@pytest.fixture(scope="module")
+def hashes(fake_files) -> dict[str, str]:
+    return {name: hashlib.sha256(body).hexdigest() for name, body in fake_files.items()}
+
+
+def _dead_mirror() -> str:
+    """A base URL on a port nothing listens on (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/mnist/"
+
+
+def _corrupt(files: dict[str, bytes]) -> dict[str, bytes]:
+    """Same sizes, one byte flipped near the end of each file."""
+    return {name: body[:-5] + bytes([body[-5] ^ 0xFF]) + body[-4:] for name, body in files.items()}
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or "part" in p.name)
+
+
+def _download(dest, mirrors, files, **kwargs):
+    return data.download_mnist(dest, mirrors=mirrors, files=files, timeout=5.0, **kwargs)
+
+
+def test_download_then_load(tmp_path, server, fake_files, hashes):
+    good = server.mirror("good", fake_files)
+    dest = tmp_path / "mnist"
+    assert _download(dest, (good,), hashes, progress=False) == dest
+    for name, body in fake_files.items():
+        assert (dest / name).read_bytes() == body
+    assert _leftovers(dest) == []
+    assert len(server.hits) == 4
+
+    ds = data.load_mnist(source="mnist", root=dest)
+    assert ds.x_train.shape == (6, 784) and ds.x_test.shape == (4, 784)
+    expected = data.read_idx(dest / "train-images-idx3-ubyte.gz").reshape(6, 784) / 255.0
+    np.testing.assert_allclose(ds.x_train, expected, rtol=1e-6)
+
+
+def test_progress_bar_on_does_not_break_a_download(tmp_path, server, fake_files, hashes):
+    good = server.mirror("good", fake_files)
+    _download(tmp_path, (good,), hashes, progress=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(fake_files)
+
+
+def test_wrong_checksum_falls_through_to_next_mirror(tmp_path, server, fake_files, hashes):
+    bad = server.mirror("corrupt", _corrupt(fake_files))
+    good = server.mirror("good", fake_files)
+    _download(tmp_path, (bad, good), hashes, progress=False)
+    for name, body in fake_files.items():
+        assert (tmp_path / name).read_bytes() == body
+        assert f"/corrupt/{name}" in server.hits and f"/good/{name}" in server.hits
+    assert _leftovers(tmp_path) == []
+
+
+def test_dead_mirror_falls_through(tmp_path, server, fake_files, hashes):
+    good = server.mirror("good", fake_files)
+    _download(tmp_path, (_dead_mirror(), good), hashes, progress=False)
+    for name, body in fake_files.items():
+        assert (tmp_path / name).read_bytes() == body
+
+
+def test_http_error_falls_through(tmp_path, server, fake_files, hashes):
+    empty = f"{server.base}/nothing-here/"
+    good = server.mirror("good", fake_files)
+    _download(tmp_path, (empty, good), hashes, progress=False)
+    assert all((tmp_path / name).is_file() for name in fake_files)
+
+
+def test_truncated_body_is_rejected(tmp_path, server, fake_files, hashes):
+    # The server announces 100 bytes more than it sends, then closes the connection.
+    short = server.mirror("short", fake_files, announce_extra=100)
+    with pytest.raises(data.DownloadError, match="truncated") as info:
+        _download(tmp_path, (short,), hashes, progress=False)
+    name = next(iter(hashes))
+    size = len(fake_files[name])
+    assert f"expected {size + 100} bytes, got {size}" in str(info.value)
+    assert not (tmp_path / name).exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_body_falls_through(tmp_path, server, fake_files, hashes):
+    short = server.mirror("short", fake_files, announce_extra=100)
+    good = server.mirror("good", fake_files)
+    _download(tmp_path, (short, good), hashes, progress=False)
+    for name, body in fake_files.items():
+        assert (tmp_path / name).read_bytes() == body
+    assert _leftovers(tmp_path) == []
+
+
+def test_cut_content_with_honest_length_fails_the_hash(tmp_path, server, fake_files, hashes):
+    cut = server.mirror("cut", {name: body[: len(body) // 2] for name, body in fake_files.items()})
+    with pytest.raises(data.DownloadError, match="checksum mismatch"):
+        _download(tmp_path, (cut,), hashes, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_all_mirrors_bad_raises_listing_each(tmp_path, server, fake_files, hashes):
+    dead = _dead_mirror()
+    bad = server.mirror("corrupt", _corrupt(fake_files))
+    short = server.mirror("short", fake_files, announce_extra=7)
+    missing = f"{server.base}/missing/"
+    mirrors = (dead, bad, short, missing)
+    with pytest.raises(data.DownloadError) as info:
+        _download(tmp_path, mirrors, hashes, progress=False)
+    err = info.value
+    assert isinstance(err, RuntimeError)
+    message = str(err)
+    name = next(iter(hashes))
+    assert name in message
+    for mirror in mirrors:
+        assert mirror + name in message
+    assert "connection failed" in message
+    assert "checksum mismatch" in message
+    assert "truncated" in message
+    assert "404" in message
+    # Nothing under a final name, and no temporary files either.
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_good_existing_file_is_not_downloaded_again(tmp_path, server, fake_files, hashes):
+    good = server.mirror("good", fake_files)
+    keep = "train-images-idx3-ubyte.gz"
+    (tmp_path / keep).write_bytes(fake_files[keep])
+    _download(tmp_path, (good,), hashes, progress=False)
+    assert f"/good/{keep}" not in server.hits
+    assert len(server.hits) == 3
+    # A second run fetches nothing at all.
+    server.hits.clear()
+    _download(tmp_path, (good,), hashes, progress=False)
+    assert server.hits == []
+
+
+def test_damaged_existing_file_is_replaced(tmp_path, server, fake_files, hashes):
+    good = server.mirror("good", fake_files)
+    name = "t10k-labels-idx1-ubyte.gz"
+    (tmp_path / name).write_bytes(b"half a file")
+    _download(tmp_path, (good,), hashes, progress=False)
+    assert (tmp_path / name).read_bytes() == fake_files[name]
+    assert f"/good/{name}" in server.hits
+
+
+def test_failed_download_keeps_an_existing_file_untouched(tmp_path, server, fake_files, hashes):
+    name = "t10k-labels-idx1-ubyte.gz"
+    (tmp_path / name).write_bytes(b"old bytes")
+    bad = server.mirror("corrupt", _corrupt(fake_files))
+    with pytest.raises(data.DownloadError):
+        _download(tmp_path, (bad,), {name: hashes[name]}, progress=False)
+    assert (tmp_path / name).read_bytes() == b"old bytes"
+    assert _leftovers(tmp_path) == []
+
+
+def test_mirror_without_trailing_slash(tmp_path, server, fake_files, hashes):
+    good = server.mirror("good", fake_files).rstrip("/")
+    _download(tmp_path, (good,), hashes, progress=False)
+    assert all((tmp_path / name).is_file() for name in fake_files)
+
+
+def test_default_destination_honours_env(tmp_path, server, fake_files, hashes, monkeypatch):
+    monkeypatch.setenv("VAE_COURSE_DATA", str(tmp_path))
+    good = server.mirror("good", fake_files)
+    dest = data.download_mnist(mirrors=(good,), files=hashes, progress=False)
+    assert dest == tmp_path / "mnist"
+    assert data.load_mnist(source="mnist").x_test.shape == (4, 784)
+
+
+def test_no_mirrors_is_an_error(tmp_path, hashes):
+    with pytest.raises(ValueError, match="mirror"):
+        data.download_mnist(tmp_path, mirrors=(), files=hashes)
+
+
+def test_pinned_mnist_constants_are_well_formed():
+    assert set(data.MNIST_FILES) == {
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    }
+    for digest in data.MNIST_FILES.values():
+        assert len(digest) == 64 and int(digest, 16) >= 0 and digest == digest.lower()
+    assert len(data.MNIST_MIRRORS) >= 2
+    assert all(m.startswith("https://") and m.endswith("/") for m in data.MNIST_MIRRORS)
