@@ -316,17 +316,19 @@ class VAE:
         recon, kl = self.elbo_terms(x, eps)
         return self._terms(recon, kl)
 
-    def _terms(self, recon, kl):
+    def _terms(self, recon, kl, beta=None):
+        beta = self.config.beta if beta is None else beta
         recon_mean, kl_mean = float(np.mean(recon)), float(np.mean(kl))
-        return LossTerms(recon_mean + self.config.beta * kl_mean, recon_mean, kl_mean)
+        return LossTerms(recon_mean + beta * kl_mean, recon_mean, kl_mean)
 
     # --- the backward pass -------------------------------------------------------------------
 
-    def loss_and_grads(self, x, eps):
+    def loss_and_grads(self, x, eps, beta=None):
         """(LossTerms, grads) with grads[name] = dLoss/dparams[name], same shapes.
 
         The loss is the batch mean of recon_n + beta * kl_n, so each example's terms get
-        upstream gradient 1/N (recon) and beta/N (kl).
+        upstream gradient 1/N (recon) and beta/N (kl). ``beta`` overrides the configured
+        weight for this call (KL warm-up).
         """
         x = self._check_x(x)
         eps = self._check_latent(eps, x.shape[0], "eps")
@@ -335,7 +337,8 @@ class VAE:
         x, mu, log_var, z, out, enc_cache, rep_cache, dec_cache = caches
         n = x.shape[0]
         d_recon = np.full(n, 1.0 / n, dtype=self.dtype)
-        d_kl = np.full(n, cfg.beta / n, dtype=self.dtype)
+        beta = cfg.beta if beta is None else float(beta)
+        d_kl = np.full(n, beta / n, dtype=self.dtype)
         grads = {}
 
         # reconstruction: recon = -log p(x|z), so its gradient flips the sign
@@ -378,7 +381,7 @@ class VAE:
         mlp_backward(dh_mu + dh_lv, mlp_caches, "enc", cfg.activation, grads)
 
         grads = {name: grads[name].astype(self.dtype, copy=False) for name in p}
-        return self._terms(recon, kl), grads
+        return self._terms(recon, kl, beta), grads
 
     # --- using a trained model ----------------------------------------------------------------
 
