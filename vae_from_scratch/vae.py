@@ -388,6 +388,10 @@ class VAE:
     def _mean_from_out(self, out):
         return sigmoid(out) if self.config.likelihood == "bernoulli" else out
 
+    def decode_mean(self, z):
+        """z (N, L) -> the decoder's pixel means (N, D): sigmoid(logits) for Bernoulli."""
+        return self._mean_from_out(self.decode(z))
+
     def sample_prior(self, n, rng):
         """n latent vectors drawn from p(z): (n, L)."""
         if self.config.prior == "mixture":

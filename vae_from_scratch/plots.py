@@ -1,0 +1,114 @@
+"""The course's figures: loss curves, image grids, the 2-D latent space (lesson 05).
+
+Every function returns a matplotlib Figure drawn in the course style (white background,
+dark text: readable in light and dark themes). ``save_figures`` writes them as PNG.
+"""
+
+from __future__ import annotations
+
+from statistics import NormalDist
+
+import numpy as np
+
+from vae_from_scratch.style import PALETTE, course_rc, show_digits
+
+
+def _figure(**kwargs):
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context(course_rc()):
+        return plt.figure(**kwargs)
+
+
+def loss_curves(history):
+    """Train and test negative ELBO per epoch, and its two parts on the test set.
+
+    history: a train.History or its ``as_dict()``.
+    """
+    h = history if isinstance(history, dict) else history.as_dict()
+    fig = _figure(figsize=(10, 3.8))
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(h["epoch"], h["train_nelbo"], label="train", color=PALETTE[0])
+    if h.get("test_nelbo"):
+        ax1.plot(h["epoch"], h["test_nelbo"], label="test", color=PALETTE[1])
+    ax1.set(title="Negative ELBO", xlabel="epoch", ylabel="nats per example")
+    ax1.grid(True)
+    ax1.legend()
+    split = "test" if h.get("test_recon") else "train"
+    ax2.plot(h["epoch"], h[f"{split}_recon"], label="reconstruction", color=PALETTE[2])
+    ax2.plot(h["epoch"], h[f"{split}_kl"], label="KL", color=PALETTE[3])
+    ax2.set(title=f"The two terms ({split} set)", xlabel="epoch", ylabel="nats per example")
+    ax2.grid(True)
+    ax2.legend()
+    return fig
+
+
+def reconstructions(x, x_recon, n=10):
+    """Originals (top row) above their reconstructions (bottom row). x, x_recon (N, 784)."""
+    n = min(n, len(x))
+    fig = _figure(figsize=(n * 0.9, 2.2))
+    show_digits(
+        fig,
+        np.concatenate([x[:n], x_recon[:n]]),
+        ncols=n,
+        title="Test digits (top) and their reconstructions (bottom)",
+    )
+    return fig
+
+
+def samples(images, ncols=10, title="Samples from the prior"):
+    """A grid of generated images (N, 784)."""
+    nrows = -(-len(images) // ncols)
+    fig = _figure(figsize=(ncols * 0.8, nrows * 0.8 + 0.5))
+    show_digits(fig, images, ncols=ncols, title=title)
+    return fig
+
+
+def latent_scatter(mu, labels, title="Test set in the latent space (posterior means)"):
+    """mu (N, 2) coloured by digit label (N,)."""
+    import matplotlib as mpl
+
+    fig = _figure(figsize=(6.2, 5.2))
+    ax = fig.add_subplot()
+    cmap = mpl.colormaps["tab10"]
+    points = ax.scatter(
+        mu[:, 0], mu[:, 1], c=labels, cmap=cmap, vmin=-0.5, vmax=9.5, s=8, alpha=0.8, linewidths=0
+    )
+    fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
+    ax.set(title=title, xlabel="$z_1$", ylabel="$z_2$")
+    ax.grid(True)
+    return fig
+
+
+def gaussian_quantile_grid(n=15, low=0.05, high=0.95):
+    """n values of the standard normal's inverse CDF at evenly spaced probabilities, so
+    each cell of the decoded grid covers the same prior mass."""
+    return np.array([NormalDist().inv_cdf(p) for p in np.linspace(low, high, n)])
+
+
+def latent_manifold(vae, n=15):
+    """Decode an n x n grid of latent points over Gaussian quantiles (2-D latent only)."""
+    if vae.latent_dim != 2:
+        raise ValueError(f"the manifold grid needs a 2-D latent space, got {vae.latent_dim}")
+    q = gaussian_quantile_grid(n)
+    z1, z2 = np.meshgrid(q, q[::-1])  # z2 grows upwards, as on a plot's y axis
+    z = np.stack([z1.ravel(), z2.ravel()], axis=1).astype(vae.dtype)
+    images = vae.decode_mean(z)
+    fig = _figure(figsize=(7, 7))
+    show_digits(
+        fig, images, ncols=n, gap=0, title=f"Decoded {n}x{n} grid over Gaussian quantiles of $z$"
+    )
+    return fig
+
+
+def save_figures(figures, folder):
+    """Write {name: Figure} as ``folder/name.png`` and close them; returns the paths."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name, fig in figures.items():
+        path = folder / f"{name}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
