@@ -6,6 +6,7 @@ dark text: readable in light and dark themes). ``save_figures`` writes them as P
 
 from __future__ import annotations
 
+import functools
 from statistics import NormalDist
 
 import numpy as np
@@ -13,13 +14,26 @@ import numpy as np
 from vae_from_scratch.style import PALETTE, course_rc, show_digits
 
 
+def _styled(draw):
+    """Run a drawing function inside the course style, whatever the global rcParams."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        import matplotlib.pyplot as plt
+
+        with plt.rc_context(course_rc()):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
 def _figure(**kwargs):
     import matplotlib.pyplot as plt
 
-    with plt.rc_context(course_rc()):
-        return plt.figure(**kwargs)
+    return plt.figure(**kwargs)
 
 
+@_styled
 def loss_curves(history):
     """Train and test negative ELBO per epoch, and its two parts on the test set.
 
@@ -43,6 +57,7 @@ def loss_curves(history):
     return fig
 
 
+@_styled
 def reconstructions(x, x_recon, n=10):
     """Originals (top row) above their reconstructions (bottom row). x, x_recon (N, 784)."""
     n = min(n, len(x))
@@ -56,6 +71,7 @@ def reconstructions(x, x_recon, n=10):
     return fig
 
 
+@_styled
 def samples(images, ncols=10, title="Samples from the prior"):
     """A grid of generated images (N, 784)."""
     nrows = -(-len(images) // ncols)
@@ -64,6 +80,7 @@ def samples(images, ncols=10, title="Samples from the prior"):
     return fig
 
 
+@_styled
 def latent_scatter(mu, labels, title="Test set in the latent space (posterior means)"):
     """mu (N, 2) coloured by digit label (N,)."""
     import matplotlib as mpl
@@ -86,6 +103,7 @@ def gaussian_quantile_grid(n=15, low=0.05, high=0.95):
     return np.array([NormalDist().inv_cdf(p) for p in np.linspace(low, high, n)])
 
 
+@_styled
 def latent_manifold(vae, n=15):
     """Decode an n x n grid of latent points over Gaussian quantiles (2-D latent only)."""
     if vae.latent_dim != 2:
@@ -101,6 +119,7 @@ def latent_manifold(vae, n=15):
     return fig
 
 
+@_styled
 def save_figures(figures, folder):
     """Write {name: Figure} as ``folder/name.png`` and close them; returns the paths."""
     import matplotlib.pyplot as plt
