@@ -1,0 +1,128 @@
+"""Tests for vae_from_scratch.gradcheck: the tools every other gradient test relies on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vae_from_scratch import VAE
+from vae_from_scratch.gradcheck import check_model_gradients, numerical_gradient, rel_error
+
+
+def test_numerical_gradient_restores_every_entry_bit_for_bit():
+    # (1e-7 + 1e-5) - 1e-5 != 1e-7 in floating point: "restore" must not mean "undo the step".
+    x = np.array([[0.1, 1e-6, -1.3], [1e-7, 3.3, 2.0 / 3.0]])
+    assert (x[1, 0] + 1e-5) - 1e-5 != x[1, 0] and (x[0, 1] - 1e-5) + 1e-5 != x[0, 1]
+    before = x.tobytes()
+    original = x.copy()
+    seen = []
+
+    def f():
+        changed = np.argwhere(x != original)
+        seen.append(len(changed))
+        return float(np.sum(np.sin(x)))
+
+    numerical_gradient(f, x)
+    assert x.tobytes() == before
+    assert seen and max(seen) == 1  # only the entry being differenced is ever off its value
+
+
+def test_numerical_gradient_is_exact_on_a_quadratic():
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((4, 4))
+    A = A @ A.T
+    b = rng.standard_normal(4)
+    x = rng.standard_normal(4)
+
+    def f():
+        return 0.5 * x @ A @ x + b @ x
+
+    grad = numerical_gradient(f, x)
+    assert grad.shape == x.shape and grad.dtype == np.float64
+    assert rel_error(grad, A @ x + b) < 1e-9
+
+
+def test_numerical_gradient_handles_any_shape():
+    x = np.arange(24, dtype=np.float64).reshape(2, 3, 4) / 10
+
+    def f():
+        return float(np.sum(x**3))
+
+    assert rel_error(numerical_gradient(f, x), 3 * x**2) < 1e-9
+
+
+def test_numerical_gradient_of_a_scalar_lookup_is_a_one_hot():
+    x = np.zeros((2, 2))
+    grad = numerical_gradient(lambda: x[1, 0] * 2.0, x)
+    np.testing.assert_allclose(grad, [[0, 0], [2, 0]], atol=1e-9)
+
+
+def test_rel_error_is_zero_for_equal_arrays():
+    a = np.random.default_rng(1).standard_normal((3, 4))
+    assert rel_error(a, a.copy()) == 0.0
+    assert rel_error(np.zeros(5), np.zeros(5)) == 0.0
+
+
+def test_rel_error_is_one_for_zero_against_nonzero_and_for_opposite_arrays():
+    a = np.random.default_rng(2).standard_normal(10)
+    assert rel_error(a, np.zeros(10)) == pytest.approx(1.0, rel=1e-15)
+    assert rel_error(a, -a) == pytest.approx(1.0, rel=1e-15)
+
+
+def test_rel_error_is_large_for_unrelated_arrays_and_small_for_close_ones():
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal(1000), rng.standard_normal(1000)
+    assert 0.6 < rel_error(a, b) <= 1.0  # about 1/sqrt(2) for independent vectors
+    assert rel_error(a, a * (1 + 1e-9)) == pytest.approx(0.5e-9, rel=1e-3)
+
+
+def test_rel_error_is_symmetric_and_scale_free():
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal(6), rng.standard_normal(6)
+    assert rel_error(a, b) == rel_error(b, a)
+    assert rel_error(1e6 * a, 1e6 * b) == pytest.approx(rel_error(a, b), rel=1e-12)
+
+
+def test_rel_error_raises_on_shape_mismatch():
+    with pytest.raises(ValueError, match="shapes differ"):
+        rel_error(np.zeros((2, 3)), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="shapes differ"):
+        rel_error(np.zeros(3), np.zeros(4))
+
+
+def test_check_model_gradients_refuses_float32_models():
+    vae = VAE(6, (5,), 2, seed=0)  # float32 by default
+    x = np.random.default_rng(0).random((2, 6)).astype(np.float32)
+    eps = np.zeros((2, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match="float64"):
+        check_model_gradients(vae, x, eps)
+
+
+def test_check_model_gradients_leaves_params_untouched_and_reports_every_param():
+    vae = VAE(6, (5,), 2, seed=0, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    x, eps = rng.random((3, 6)), rng.standard_normal((3, 2))
+    before = {k: v.tobytes() for k, v in vae.params.items()}
+    errors = check_model_gradients(vae, x, eps)
+    assert set(errors) == set(vae.params)
+    assert {k: v.tobytes() for k, v in vae.params.items()} == before
+    assert max(errors.values()) < 1e-6
+
+
+def test_check_model_gradients_with_max_entries_checks_a_subset(monkeypatch):
+    vae = VAE(6, (5,), 2, seed=0, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    x, eps = rng.random((3, 6)), rng.standard_normal((3, 2))
+    calls = []
+    real_loss = vae.loss
+
+    def counting_loss(*args):
+        calls.append(1)
+        return real_loss(*args)
+
+    monkeypatch.setattr(vae, "loss", counting_loss)
+    errors = check_model_gradients(vae, x, eps, max_entries=2)
+    assert max(errors.values()) < 1e-6
+    # two loss evaluations per checked entry, at most two entries per parameter
+    expected = sum(2 * min(2, v.size) for v in vae.params.values())
+    assert len(calls) == expected

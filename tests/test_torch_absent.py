@@ -1,0 +1,115 @@
+"""The core works without PyTorch: only the torch mirror (and the comparison built on it)
+may import torch. Each check runs in a fresh interpreter, so nothing this test session has
+imported (torch included) can hide an import."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCH_MODULES = ("vae_from_scratch.torch_vae", "vae_from_scratch.compare")
+
+SCRIPT = textwrap.dedent(
+    """
+    import importlib, json, pkgutil, sys, tempfile
+    from pathlib import Path
+    {prelude}
+    import numpy as np
+    import vae_from_scratch
+    from vae_from_scratch import VAE
+
+    names = [m.name for m in pkgutil.walk_packages(vae_from_scratch.__path__,
+                                                   "vae_from_scratch.")
+             if m.name not in {torch_modules!r}]
+    for name in names:
+        importlib.import_module(name)
+
+    from vae_from_scratch.checkpoint import load_vae, save_checkpoint
+    from vae_from_scratch.train import NumpyBackend, fit
+
+    rng = np.random.default_rng(0)
+    vae = VAE(6, (5,), 2, dtype=np.float64)
+    x = rng.random((4, 6))
+    terms, grads = vae.loss_and_grads(x, rng.standard_normal((4, 2)))
+    assert np.isfinite(terms.loss) and set(grads) == set(vae.params)
+    fit(NumpyBackend(vae, rng.random((20, 6)), batch_size=8), x, epochs=1, progress=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        loaded = load_vae(save_checkpoint(Path(tmp) / "m.safetensors", vae))
+    assert all((loaded.params[k] == v).all() for k, v in vae.params.items())
+
+    leaked = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+    print(json.dumps({{"modules": names, "torch_modules": leaked,
+                       "torch_entry": repr(sys.modules.get("torch", "absent"))}}))
+    """
+)
+
+
+def _run(script):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env["MPLBACKEND"] = "Agg"
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_core_modules_never_import_torch():
+    report = _run(SCRIPT.format(prelude="", torch_modules=TORCH_MODULES))
+    assert report["torch_modules"] == []
+    assert report["torch_entry"] == "'absent'"
+    names = set(report["modules"])
+    for core in ("layers", "distributions", "vae", "gradcheck", "optim", "evaluate", "train",
+                 "checkpoint", "cli", "plots", "data"):
+        assert f"vae_from_scratch.{core}" in names, core
+    assert not names & set(TORCH_MODULES)
+
+
+def test_numpy_path_works_when_torch_cannot_be_imported():
+    prelude = 'sys.modules["torch"] = None  # any "import torch" now raises ImportError'
+    report = _run(SCRIPT.format(prelude=prelude, torch_modules=TORCH_MODULES))
+    assert report["torch_entry"] == "None"
+    assert report["torch_modules"] == ["torch"]  # only the blocker itself
+    assert "vae_from_scratch.vae" in report["modules"]
+
+
+def test_without_torch_the_torch_commands_fail_with_an_install_hint(tmp_path):
+    unused = tmp_path / "unused"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None
+        from vae_from_scratch.cli import main
+        out = []
+        for argv in (["compare"],
+                     ["train", "--backend", "torch", "--epochs", "0", "--out", {str(unused)!r}]):
+            try:
+                main(argv)
+                out.append("no error")
+            except SystemExit as err:
+                out.append(str(err.code))
+        try:
+            import vae_from_scratch.torch_vae
+            out.append("imported")
+        except ImportError:
+            out.append("ImportError")
+        print("\\n".join(out))
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    compare, train, torch_vae = proc.stdout.strip().splitlines()
+    assert "compare needs PyTorch" in compare and "pip install" in compare
+    assert "torch backend needs PyTorch" in train and "pip install" in train
+    assert torch_vae == "ImportError"
+    assert not unused.exists()
