@@ -139,13 +139,6 @@ def test_invalid_model_settings_exit_with_status_2_and_a_message(tmp_path, capsy
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.xfail(
-    reason="main() turns ValueError/FileNotFoundError into 'vae-course train: error: ...' and "
-    "status 2, but TrainingDiverged (a FloatingPointError) escapes it, so a diverged run "
-    "ends in a traceback instead of the message with its --lr hint",
-    raises=TrainingDiverged,
-    strict=True,
-)
 def test_a_diverged_run_ends_with_a_message_not_a_traceback(tmp_path, capsys):
     with np.errstate(all="ignore"):
         code = main([*QUICK, "--lr", "1e6", "--out", str(tmp_path / "x")])

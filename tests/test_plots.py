@@ -175,12 +175,6 @@ def test_save_figures_writes_pngs_and_closes_them(tmp_path):
     assert not any(plt.fignum_exists(n) for n in numbers)
 
 
-@pytest.mark.xfail(
-    reason="save_figures builds paths with `folder / name`, so a folder given as a str "
-    "(the usual way to name one) raises TypeError",
-    raises=TypeError,
-    strict=True,
-)
 def test_save_figures_accepts_a_folder_given_as_a_string(tmp_path):
     plots.save_figures({"grid": plots.samples(np.zeros((2, 784)))}, str(tmp_path))
     assert (tmp_path / "grid.png").is_file()

@@ -43,6 +43,9 @@ def save_checkpoint(path, vae, metadata=None):
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=header)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give it an ordinary file's mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

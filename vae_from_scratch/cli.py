@@ -278,8 +278,13 @@ def main(argv=None):
         "download": cmd_download,
         "lessons": cmd_lessons,
     }[args.command]
+    from vae_from_scratch.train import TrainingDiverged
+
     try:
         return handler(args)
+    except TrainingDiverged as err:
+        print(f"vae-course {args.command}: stopped: {err}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError) as err:
         print(f"vae-course {args.command}: error: {err}", file=sys.stderr)
         return 2

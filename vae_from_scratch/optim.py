@@ -7,15 +7,24 @@ opt.step(grads)
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+
+def _finite_positive(**values):
+    for name, value in values.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 class SGD:
     """v <- momentum * v + g;  p <- p - lr * v   (momentum=0 is plain gradient descent)."""
 
     def __init__(self, params, lr=1e-2, momentum=0.0):
-        if lr <= 0 or not 0 <= momentum < 1:
-            raise ValueError(f"need lr > 0 and 0 <= momentum < 1, got lr={lr}, momentum={momentum}")
+        _finite_positive(lr=lr)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         self.params, self.lr, self.momentum = params, lr, momentum
         self.velocity = {k: np.zeros_like(v) for k, v in params.items()}
 
@@ -35,8 +44,9 @@ class Adam:
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        if lr <= 0 or not all(0 <= b < 1 for b in betas) or eps <= 0:
-            raise ValueError(f"need lr > 0, 0 <= betas < 1, eps > 0; got {lr}, {betas}, {eps}")
+        _finite_positive(lr=lr, eps=eps)
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
         self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
         self.m = {k: np.zeros_like(v) for k, v in params.items()}
         self.v = {k: np.zeros_like(v) for k, v in params.items()}
@@ -55,7 +65,8 @@ class Adam:
             p -= (self.lr / c1) * m / (np.sqrt(v / c2) + self.eps)
 
     def state_dict(self):
-        """Arrays and step count, for checkpoints: {'t': int, 'm.<name>': ..., 'v.<name>': ...}."""
-        state = {f"m.{k}": v for k, v in self.m.items()}
+        """Step count and moment estimates: {'t': int, 'm.<name>': array, 'v.<name>': array}."""
+        state = {"t": self.t}
+        state.update({f"m.{k}": v for k, v in self.m.items()})
         state.update({f"v.{k}": v for k, v in self.v.items()})
-        return self.t, state
+        return state

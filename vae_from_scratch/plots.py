@@ -122,8 +122,11 @@ def latent_manifold(vae, n=15):
 @_styled
 def save_figures(figures, folder):
     """Write {name: Figure} as ``folder/name.png`` and close them; returns the paths."""
+    from pathlib import Path
+
     import matplotlib.pyplot as plt
 
+    folder = Path(folder)
     paths = []
     for name, fig in figures.items():
         path = folder / f"{name}.png"

@@ -77,7 +77,7 @@ class NumpyBackend:
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         self.vae = vae
-        self.x_train = vae._check_x(x_train, "x_train")
+        self.x_train = np.array(vae._check_x(x_train, "x_train"))  # a copy: ours to index
         self.batch_size = batch_size
         self.binarize = binarize
         self.kl_warmup = kl_warmup  # steps over which the KL weight ramps from 0 to beta

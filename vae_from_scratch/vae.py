@@ -32,6 +32,10 @@ PRIORS = ("standard", "mixture")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
+def _is_number(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
 def _choose(name, value, options):
     if value not in options:
         raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(options)}")
@@ -75,13 +79,13 @@ class VAEConfig:
         _choose("prior", self.prior, PRIORS)
         _choose("dtype", self.dtype, tuple(DTYPES))
         if self.obs_var != "learned":
-            if isinstance(self.obs_var, str) or not (
-                float(self.obs_var) > 0 and math.isfinite(self.obs_var)
+            if not _is_number(self.obs_var) or not (
+                self.obs_var > 0 and math.isfinite(self.obs_var)
             ):
                 raise ValueError(
                     f"obs_var must be a positive number or 'learned', got {self.obs_var!r}"
                 )
-        if not (math.isfinite(self.beta) and self.beta >= 0):
+        if not (_is_number(self.beta) and math.isfinite(self.beta) and self.beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {self.beta!r}")
         if self.kl == "analytic" and self.prior == "mixture":
             raise ValueError(
@@ -191,7 +195,7 @@ class VAE:
                 activation=activation,
                 likelihood=likelihood,
                 obs_var=obs_var,
-                beta=float(beta),
+                beta=beta,
                 kl=kl,
                 prior=prior,
                 n_components=n_components,
@@ -425,7 +429,10 @@ class VAE:
 
 
 def _dtype_name(dtype):
-    name = np.dtype(dtype).name
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = str(dtype)
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}; expected one of {', '.join(DTYPES)}")
     return name
@@ -436,7 +443,7 @@ def param_shapes(config):
 
     class _Shapes:
         def uniform(self, low, high, size):
-            return np.empty(size)
+            return np.zeros(size)
 
         normal = uniform
 
