@@ -213,6 +213,18 @@ def test_stale_lessons_reports_missing_changed_and_orphaned(tmp_path):
     assert stale_lessons(solutions, lessons) == []
 
 
+def test_a_broken_solution_is_reported_not_crashed_on(tmp_path):
+    solutions, lessons = tmp_path / "solutions", tmp_path / "lessons"
+    solutions.mkdir()
+    (solutions / "00_tour.ipynb").write_text('{"cells": [', encoding="utf-8")
+    _write(solutions / "01_ae.ipynb", _nb(_code("def f():\n    ### BEGIN SOLUTION\n")))
+    problems = stale_lessons(solutions, lessons)
+    assert "00_tour.ipynb: not a readable notebook" in problems[0]
+    assert "01_ae.ipynb: cell 0: BEGIN SOLUTION without END SOLUTION" in problems[1]
+    with pytest.raises(LessonBuildError, match="not a readable notebook"):
+        build_lessons(solutions, lessons)
+
+
 def test_building_twice_leaves_files_untouched(tmp_path):
     _write(tmp_path / "solutions" / "00_tour.ipynb", _nb(_code(KL)))
     (lesson,) = build_lessons(tmp_path / "solutions", tmp_path / "lessons")

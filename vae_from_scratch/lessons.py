@@ -188,7 +188,10 @@ def _dumps(nb: dict) -> bytes:
 def lesson_bytes(solution_path: str | Path) -> bytes:
     """The exact bytes of the lesson generated from the solution notebook at this path."""
     path = Path(solution_path)
-    solution = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        solution = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LessonBuildError(f"{path}: not a readable notebook ({exc})") from exc
     return _dumps(make_lesson(solution, path.name))
 
 
@@ -228,13 +231,13 @@ def stale_lessons(solutions_dir: str | Path = "solutions",
     for solution in _solutions(solutions_dir):
         names.add(solution.name)
         target = lessons_dir / solution.name
-        if not target.is_file():
-            problems.append(f"{target}: missing (generated from {solution})")
-            continue
         try:
             data = lesson_bytes(solution)
         except LessonBuildError as exc:
-            problems.append(f"{solution}: {exc}")
+            problems.append(str(exc))
+            continue
+        if not target.is_file():
+            problems.append(f"{target}: missing (generated from {solution})")
             continue
         if target.read_bytes() != data:
             problems.append(f"{target}: differs from what {solution} generates")
