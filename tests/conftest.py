@@ -5,7 +5,8 @@
   ``solutions/`` together with the unit tests marked ``@pytest.mark.lesson02``. Tests marked
   ``torch`` are skipped when PyTorch is not installed and ``cuda`` when there is no CUDA GPU.
 * Kernels. nbval runs every notebook in a kernel of this very Python (``--nbval-current-env``)
-  that imports ``vae_from_scratch`` from this checkout (``PYTHONPATH``). Under pytest-xdist
+  that imports ``vae_from_scratch`` from this checkout (``PYTHONPATH``) and draws figures
+  with the inline backend, as JupyterLab does, whatever ``MPLBACKEND`` says. Under pytest-xdist
   each worker's numerical libraries get one thread, so two workers do not fight over two
   cores; no output may depend on the thread count anyway.
 * Release validation. After the last cell of every notebook in ``lessons/`` and
@@ -50,6 +51,13 @@ def pytest_configure(config: pytest.Config) -> None:
     path = os.environ.get("PYTHONPATH", "")
     if str(ROOT) not in path.split(os.pathsep):
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), path) if p)
+    # Notebook kernels draw with the inline backend, as in JupyterLab, even where MPLBACKEND
+    # is set for the tests (CI sets Agg): this process keeps the backend it was asked for.
+    backend = os.environ.pop("MPLBACKEND", None)
+    if backend and "inline" not in backend:
+        import matplotlib
+
+        matplotlib.use(backend)
     if os.environ.get("PYTEST_XDIST_WORKER"):
         for var in _THREAD_VARS:
             os.environ.setdefault(var, "1")
