@@ -300,7 +300,7 @@ def test_notebooks_install_nothing(solution):
             assert not re.search(r"^\s*[!%]\s*(pip|conda|mamba)\b", _text(cell), re.MULTILINE)
 
 
-# -- release validation (tests/conftest.py asks each notebook's kernel for this report) -------
+# -- release validation (conftest.py asks each notebook's kernel for this report) -------
 
 
 def _report(*records, expected=(("0.1", "f"), ("0.2", "g"))):
