@@ -1,0 +1,610 @@
+"""The PyTorch mirror of the NumPy VAE (lesson 06), and a fast training backend for it.
+
+:class:`TorchVAE` is the model of ``vae.py`` written with torch tensors, so that autograd
+computes the gradients that ``VAE.loss_and_grads`` derives by hand. The two share
+everything that is not arithmetic:
+
+* the configuration is the same :class:`~vae_from_scratch.vae.VAEConfig`;
+* the parameters have the same names, shapes and layout (``W`` is (D_in, D_out) and a
+  layer computes ``x @ W + b``), so ``TorchVAE.from_numpy(vae)`` and ``.to_numpy()`` copy
+  them bit for bit;
+* fresh models are initialised by the NumPy code, so ``TorchVAE(seed=s)`` and
+  ``VAE(seed=s)`` start from the same numbers;
+* checkpoints are the same safetensors files (:func:`save`, :func:`load`).
+
+With the same parameters and the same noise ``eps``, loss and gradients agree with the
+NumPy model to round-off (``tests/test_torch_parity.py``; ``vae-course compare``).
+
+:class:`TorchBackend` plugs the model into the training loop of ``train.py``. It is built
+for speed on a GPU: the training set is moved to the device once, batches are gathered
+there by a permutation drawn on the device, the noise comes from a seeded generator on
+the device, and each step hands back a device tensor, so the loop waits for the device
+only when it checks for NaN (every ``guard_every`` steps; :data:`RECOMMENDED_GUARD_EVERY`).
+
+This is the only module of the package that imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vae_from_scratch.checkpoint import read_checkpoint, save_checkpoint
+from vae_from_scratch.train import EVAL_SEED, warmup_beta
+from vae_from_scratch.vae import KL_MODES, VAE, LossTerms, VAEConfig, param_shapes
+
+__all__ = [
+    "RECOMMENDED_GUARD_EVERY",
+    "TorchBackend",
+    "TorchLossTerms",
+    "TorchVAE",
+    "default_device",
+    "load",
+    "negative_elbo",
+    "save",
+]
+
+LOG_2PI = math.log(2.0 * math.pi)
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: Steps between NaN checks that suits :class:`TorchBackend` (``fit(..., guard_every=...)``).
+#: Each check copies the pending loss values to the host, which makes the host wait for the
+#: GPU; checking every 50 steps keeps the GPU's queue full, and a divergence is still
+#: reported with the exact step at which it happened. On the CPU the value hardly matters.
+RECOMMENDED_GUARD_EVERY = 50
+
+
+# --- devices and dtypes -------------------------------------------------------------------
+
+
+def default_device():
+    """The fastest device present: CUDA, else Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _device(device):
+    """``device`` as a torch.device; None means :func:`default_device`."""
+    return default_device() if device is None else torch.device(device)
+
+
+def _dtype_name(dtype):
+    """'float32' or 'float64' from a torch dtype, NumPy dtype or name."""
+    if isinstance(dtype, torch.dtype):
+        for name, value in TORCH_DTYPES.items():
+            if value == dtype:
+                return name
+        raise ValueError(f"unsupported dtype {dtype}; expected float32 or float64")
+    name = np.dtype(dtype).name
+    if name not in TORCH_DTYPES:
+        raise ValueError(f"unsupported dtype {name!r}; expected float32 or float64")
+    return name
+
+
+def _check_device_dtype(device, dtype):
+    if device.type == "mps" and dtype == torch.float64:
+        raise ValueError("Apple's MPS device has no float64; use dtype=torch.float32 or the CPU")
+
+
+# --- loss terms ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TorchLossTerms:
+    """Batch means as torch scalars, in nats per example: ``loss = recon + beta * kl``.
+
+    ``loss`` carries the autograd graph; call ``.loss.backward()`` for the gradients.
+    """
+
+    loss: torch.Tensor
+    recon: torch.Tensor
+    kl: torch.Tensor
+
+    def to_floats(self):
+        """The same terms as a NumPy-side :class:`~vae_from_scratch.vae.LossTerms` of floats."""
+        return LossTerms(*(float(t.detach()) for t in (self.loss, self.recon, self.kl)))
+
+
+# --- densities (the formulas of distributions.py, written with torch) ---------------------
+
+
+def _gaussian_log_density(x, mu, log_var):
+    """log N(x; mu, diag(exp(log_var))) summed over the last axis; log_var may be a float."""
+    inv_var = math.exp(-log_var) if isinstance(log_var, float) else torch.exp(-log_var)
+    diff = x - mu
+    return -0.5 * torch.sum(LOG_2PI + log_var + diff * diff * inv_var, dim=-1)
+
+
+def _standard_normal_log_density(z):
+    return -0.5 * torch.sum(LOG_2PI + z * z, dim=-1)
+
+
+def _mixture_log_density(z, means, log_vars, logits):
+    """log sum_k softmax(logits)_k N(z; means_k, diag(exp(log_vars_k))): z (N, L) -> (N,)."""
+    diff = z[:, None, :] - means[None, :, :]  # (N, K, L)
+    log_comp = -0.5 * torch.sum(LOG_2PI + log_vars + diff * diff * torch.exp(-log_vars), dim=2)
+    return torch.logsumexp(torch.log_softmax(logits, dim=0) + log_comp, dim=1)
+
+
+def _kl_standard_normal(mu, log_var):
+    return 0.5 * torch.sum(mu * mu + torch.exp(log_var) - 1.0 - log_var, dim=-1)
+
+
+# --- the model ----------------------------------------------------------------------------
+
+
+def _key(name):
+    """Parameter name -> ParameterDict key ('enc.0.W' -> 'enc__0__W'): keys may not hold dots."""
+    return name.replace(".", "__")
+
+
+class TorchVAE(nn.Module):
+    """The MLP VAE of ``vae.py`` in PyTorch, with the same configuration and parameters.
+
+    Example::
+
+        vae = VAE(input_dim=784, hidden_dims=(400,), latent_dim=20, seed=0)
+        tvae = TorchVAE.from_numpy(vae)           # exact copy; tvae.to_numpy() goes back
+        terms = tvae.loss(x, eps)                 # .loss, .recon, .kl: torch scalars
+        terms.loss.backward()                     # tvae.params[name].grad: dLoss/dparam
+
+    The constructor takes the arguments of :class:`~vae_from_scratch.vae.VAE` (or a
+    ``config``) plus ``device`` (default: :func:`default_device`) and ``dtype`` (torch or
+    NumPy float32/float64; default: the configuration's, else float32). ``params``, if
+    given, is a dict name -> array or tensor; otherwise the NumPy initialisation with
+    ``seed`` is used, so ``TorchVAE(seed=s)`` equals ``TorchVAE.from_numpy(VAE(seed=s))``.
+
+    Parameters live in ``self.weights``, an ``nn.ParameterDict`` whose keys are the NumPy
+    names with '.' replaced by '__'; ``self.params`` maps the NumPy names to them.
+    Public methods accept tensors or NumPy arrays and check them (shape, NaN, pixel range
+    for a Bernoulli decoder) like the NumPy model does.
+    """
+
+    def __init__(
+        self,
+        input_dim=784,
+        hidden_dims=(400,),
+        latent_dim=20,
+        *,
+        activation="relu",
+        likelihood="bernoulli",
+        obs_var=1.0,
+        beta=1.0,
+        kl="auto",
+        prior="standard",
+        n_components=10,
+        seed=0,
+        dtype=None,
+        device=None,
+        config=None,
+        params=None,
+    ):
+        super().__init__()
+        if config is None:
+            config = VAEConfig(
+                input_dim=input_dim,
+                hidden_dims=tuple(hidden_dims),
+                latent_dim=latent_dim,
+                activation=activation,
+                likelihood=likelihood,
+                obs_var=obs_var,
+                beta=float(beta),
+                kl=kl,
+                prior=prior,
+                n_components=n_components,
+                dtype=_dtype_name(torch.float32 if dtype is None else dtype),
+            )
+        elif dtype is not None:
+            config = replace(config, dtype=_dtype_name(dtype))
+        device = _device(device)
+        torch_dtype = TORCH_DTYPES[config.dtype]
+        _check_device_dtype(device, torch_dtype)
+        if params is not None:
+            params = {
+                name: value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+                for name, value in params.items()
+            }
+        # the NumPy model validates the configuration and the params, or draws fresh ones
+        reference = VAE(config=config, params=params, seed=seed)
+        self.config = config
+        self.weights = nn.ParameterDict(
+            {
+                _key(name): nn.Parameter(torch.tensor(value, dtype=torch_dtype, device=device))
+                for name, value in reference.params.items()
+            }
+        )
+
+    # --- conversion -----------------------------------------------------------------------
+
+    @classmethod
+    def from_numpy(cls, vae, device=None, dtype=None):
+        """An exact copy of the NumPy model ``vae`` (same dtype unless ``dtype`` is given)."""
+        return cls(config=vae.config, params=vae.params, device=device, dtype=dtype)
+
+    def to_numpy(self, check=True):
+        """A NumPy :class:`~vae_from_scratch.vae.VAE` holding an exact copy of the parameters.
+
+        Raises ValueError if a parameter is NaN or infinite, as the NumPy constructor does;
+        ``check=False`` copies such values too (to inspect a model that diverged).
+        """
+        params = {name: p.detach().cpu().numpy() for name, p in self.params.items()}
+        if check:
+            return VAE(config=self.config, params=params)
+        vae = VAE(config=self.config, params={k: np.zeros(v.shape) for k, v in params.items()})
+        vae.params = {k: v.copy() for k, v in params.items()}
+        return vae
+
+    @property
+    def params(self):
+        """dict NumPy name -> parameter tensor (the live parameters, not copies)."""
+        return {key.replace("__", "."): p for key, p in self.weights.items()}
+
+    @property
+    def device(self):
+        return next(iter(self.weights.values())).device
+
+    @property
+    def dtype(self):
+        return next(iter(self.weights.values())).dtype
+
+    @property
+    def latent_dim(self):
+        return self.config.latent_dim
+
+    def param_shapes(self):
+        """dict name -> shape that this configuration requires."""
+        return param_shapes(self.config)
+
+    # --- input checks ---------------------------------------------------------------------
+
+    def _as_tensor(self, a):
+        if isinstance(a, torch.Tensor):
+            return a.to(device=self.device, dtype=self.dtype)
+        return torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)
+
+    def _check_x(self, x, name="x"):
+        x = self._as_tensor(x)
+        d = self.config.input_dim
+        if x.ndim != 2 or x.shape[1] != d:
+            raise ValueError(f"{name} must have shape (N, {d}), got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} is empty: expected at least one row")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        if self.config.likelihood == "bernoulli":
+            lo, hi = float(x.min()), float(x.max())
+            if lo < 0 or hi > 1:
+                raise ValueError(
+                    f"a Bernoulli decoder needs pixel values in [0, 1]; {name} ranges over "
+                    f"[{lo:.4g}, {hi:.4g}] (scale images by 1/255, or use likelihood='gaussian')"
+                )
+        return x
+
+    def _check_latent(self, a, n, name):
+        a = self._as_tensor(a)
+        rows = a.shape[0] if (n is None and a.ndim > 0) else n
+        expected = (rows, self.latent_dim)
+        if a.ndim != 2 or tuple(a.shape) != expected:
+            raise ValueError(f"{name} must have shape {expected}, got {tuple(a.shape)}")
+        if not bool(torch.isfinite(a).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        return a
+
+    # --- the forward pass (unchecked internals, used by the training step) ----------------
+
+    def _mlp(self, p, prefix, h):
+        act = torch.relu if self.config.activation == "relu" else torch.tanh
+        for i in range(len(self.config.hidden_dims)):
+            h = act(torch.addmm(p[f"{prefix}.{i}.b"], h, p[f"{prefix}.{i}.W"]))
+        return h
+
+    def _encode(self, p, x):
+        h = self._mlp(p, "enc", x)
+        mu = torch.addmm(p["enc.mu.b"], h, p["enc.mu.W"])
+        log_var = torch.addmm(p["enc.log_var.b"], h, p["enc.log_var.W"])
+        return mu, log_var
+
+    def _decode(self, p, z):
+        return torch.addmm(p["dec.out.b"], self._mlp(p, "dec", z), p["dec.out.W"])
+
+    def _obs_log_var(self, p):
+        if self.config.obs_var == "learned":
+            return p["dec.log_var"]
+        return math.log(self.config.obs_var)
+
+    def _log_prior(self, p, z):
+        if self.config.prior == "mixture":
+            return _mixture_log_density(z, p["prior.means"], p["prior.log_vars"], p["prior.logits"])
+        return _standard_normal_log_density(z)
+
+    def _per_example(self, x, eps, kl_mode):
+        """recon (N,) = -log p(x|z) and kl (N,) for x (N, D), eps (N, L); no input checks."""
+        p = self.params
+        mu, log_var = self._encode(p, x)
+        z = mu + torch.exp(0.5 * log_var) * eps  # the reparameterization
+        out = self._decode(p, z)
+        if self.config.likelihood == "bernoulli":
+            # -(x * l - softplus(l)) summed over pixels, computed without overflow
+            recon = F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(dim=-1)
+        else:
+            recon = -_gaussian_log_density(x, out, self._obs_log_var(p))
+        if kl_mode == "analytic":
+            kl = _kl_standard_normal(mu, log_var)
+        else:  # one-sample estimate log q(z|x) - log p(z) at the reparameterized z
+            kl = _gaussian_log_density(z, mu, log_var) - self._log_prior(p, z)
+        return recon, kl
+
+    def _batch_loss(self, x, eps, beta):
+        """(loss, recon, kl) batch means for the training step; ``beta`` a float or tensor."""
+        recon, kl = self._per_example(x, eps, self.config.kl_mode)
+        recon, kl = recon.mean(), kl.mean()
+        return recon + beta * kl, recon, kl
+
+    # --- the public forward pass ----------------------------------------------------------
+
+    def encode(self, x):
+        """x (N, D) -> mu (N, L), log_var (N, L): the parameters of q(z|x)."""
+        return self._encode(self.params, self._check_x(x))
+
+    def decode(self, z):
+        """z (N, L) -> Bernoulli logits (N, D), or the Gaussian mean (N, D)."""
+        return self._decode(self.params, self._check_latent(z, None, "z"))
+
+    def decode_mean(self, z):
+        """z (N, L) -> the decoder's pixel means (N, D): sigmoid(logits) for Bernoulli."""
+        return self._mean_from_out(self.decode(z))
+
+    def elbo_terms(self, x, eps, kl=None):
+        """Per-example ``recon`` (N,) = -log p(x|z) and ``kl`` (N,); kl=None uses the
+        model's estimator, 'monte_carlo' gives log q(z|x) - log p(z) at the sampled z."""
+        x = self._check_x(x)
+        eps = self._check_latent(eps, x.shape[0], "eps")
+        if kl is None:
+            kl_mode = self.config.kl_mode
+        elif kl in KL_MODES[1:]:
+            kl_mode = kl
+        else:
+            raise ValueError(f"unknown kl {kl!r}; expected one of {', '.join(KL_MODES[1:])}")
+        if kl_mode == "analytic" and self.config.prior == "mixture":
+            raise ValueError("the mixture prior has no analytic KL; use kl='monte_carlo'")
+        return self._per_example(x, eps, kl_mode)
+
+    def loss(self, x, eps, beta=None):
+        """:class:`TorchLossTerms` of a batch: means over examples of recon, KL and
+        recon + beta * KL. x (N, D) data, eps (N, L) noise; ``beta`` overrides the
+        configured KL weight for this call (KL warm-up)."""
+        recon, kl = self.elbo_terms(x, eps)
+        beta = self.config.beta if beta is None else float(beta)
+        recon, kl = recon.mean(), kl.mean()
+        return TorchLossTerms(recon + beta * kl, recon, kl)
+
+    def forward(self, x, eps, beta=None):
+        """Same as :meth:`loss`."""
+        return self.loss(x, eps, beta)
+
+    # --- using a trained model ------------------------------------------------------------
+
+    def _mean_from_out(self, out):
+        return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out
+
+    def _generator(self, seed):
+        if isinstance(seed, torch.Generator):
+            return seed
+        return torch.Generator(device=self.device).manual_seed(int(seed))
+
+    @torch.no_grad()
+    def sample_prior(self, n, seed=0):
+        """n latent vectors drawn from p(z): (n, L). ``seed``: an int or a torch.Generator
+        on the model's device. (Not the same draws as the NumPy model's.)"""
+        g, n = self._generator(seed), int(n)
+        kw = dict(generator=g, device=self.device, dtype=self.dtype)
+        if self.config.prior == "mixture":
+            p = self.params
+            pi = torch.softmax(p["prior.logits"], dim=0)
+            k = torch.multinomial(pi, n, replacement=True, generator=g)
+            std = torch.exp(0.5 * p["prior.log_vars"][k])
+            return p["prior.means"][k] + std * torch.randn((n, self.latent_dim), **kw)
+        return torch.randn((n, self.latent_dim), **kw)
+
+    @torch.no_grad()
+    def sample(self, n, seed=0):
+        """Decode n draws from the prior; returns pixel means (n, D)."""
+        return self._mean_from_out(self._decode(self.params, self.sample_prior(n, seed)))
+
+    @torch.no_grad()
+    def reconstruct(self, x):
+        """Decode the posterior mean: x (N, D) -> pixel means (N, D)."""
+        mu, _ = self.encode(x)
+        return self._mean_from_out(self._decode(self.params, mu))
+
+    def extra_repr(self):
+        c = self.config
+        dims = " -> ".join(str(d) for d in (c.input_dim, *c.hidden_dims, c.latent_dim))
+        return (
+            f"{dims}, {c.activation}, {c.likelihood}, kl={c.kl_mode}, prior={c.prior}, "
+            f"beta={c.beta}, {c.dtype}, device={self.device}"
+        )
+
+
+# --- checkpoints and evaluation -----------------------------------------------------------
+
+
+def save(path, model, metadata=None):
+    """Write ``model`` (a TorchVAE or a NumPy VAE) as a checkpoint that either backend reads.
+
+    The same safetensors format as :func:`vae_from_scratch.checkpoint.save_checkpoint`;
+    ``metadata`` gets ``backend: "torch"`` unless it says otherwise.
+    """
+    vae = model.to_numpy() if isinstance(model, TorchVAE) else model
+    return save_checkpoint(path, vae, {"backend": "torch", **(metadata or {})})
+
+
+def load(path, device=None, dtype=None):
+    """Rebuild a :class:`TorchVAE` from a checkpoint written by either backend."""
+    params, config, _ = read_checkpoint(path)
+    return TorchVAE(config=config, params=params, device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def negative_elbo(model, x, seed=0, batch_size=1000):
+    """Mean over examples of recon + KL (beta = 1), as
+    :func:`vae_from_scratch.evaluate.negative_elbo`, with the very same noise (drawn by
+    NumPy from ``seed``), so both backends report the same figure for the same parameters.
+    Returns (nelbo, recon, kl) as floats; the host waits for the device once."""
+    x = model._check_x(x)
+    rng = np.random.default_rng(seed)
+    np_dtype = np.dtype(model.config.dtype)
+    recon_sum = torch.zeros((), dtype=torch.float64, device=model.device)
+    kl_sum = torch.zeros((), dtype=torch.float64, device=model.device)
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start : start + batch_size]
+        eps = rng.standard_normal((xb.shape[0], model.latent_dim)).astype(np_dtype)
+        recon, kl = model._per_example(xb, model._as_tensor(eps), model.config.kl_mode)
+        recon_sum += recon.sum(dtype=torch.float64)
+        kl_sum += kl.sum(dtype=torch.float64)
+    n = x.shape[0]
+    recon_total, kl_total = torch.stack([recon_sum, kl_sum]).cpu().tolist()
+    return (recon_total + kl_total) / n, recon_total / n, kl_total / n
+
+
+# --- the training backend -----------------------------------------------------------------
+
+
+def _adam(params, lr):
+    """torch.optim.Adam, fused into one kernel where this torch build can (CUDA; the CPU
+    since torch 2.4): the same update as the hand-written Adam, in fewer passes."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.Adam(params, lr=lr)
+
+
+def _nan_if_nonfinite(grads):
+    """A device scalar: 0 when every gradient is finite, NaN otherwise (0 * inf = NaN).
+
+    Found without a host sync from the gradients' norms (one fused kernel on a GPU). A
+    norm also overflows for entries above ~1e19 in float32: training that far gone is
+    reported as diverged too.
+    """
+    foreach_norm = getattr(torch, "_foreach_norm", None)
+    norms = foreach_norm(grads) if foreach_norm is not None else [g.norm() for g in grads]
+    return torch.stack(norms).sum() * 0
+
+
+class TorchBackend:
+    """The training backend of ``train.fit`` for :class:`TorchVAE`, on any device.
+
+    vae: a NumPy :class:`~vae_from_scratch.vae.VAE` (copied to the device; it is not
+    updated, use :meth:`to_vae`) or a :class:`TorchVAE` (trained in place, moved to
+    ``device`` if one is given). x_train (N, D) array or tensor: moved to the device once.
+
+    ``lr``, ``batch_size``, ``seed``, ``optimizer``, ``binarize`` and ``kl_warmup`` mean
+    what they mean for :class:`~vae_from_scratch.train.NumpyBackend` ('adam' is
+    torch.optim.Adam, fused into one kernel where the build supports it; 'sgd' has
+    momentum 0.9). The seed drives a torch.Generator on the device that draws the
+    shuffling, the binarization and the noise, so a run repeats exactly on the same
+    device (CPU and CUDA draw different numbers). ``compile=True`` runs the loss through
+    ``torch.compile``: off by default, as it did not pay on the CPU (benchmarks/README.md).
+
+    ``step`` returns a device tensor (loss, recon, kl); the loss is NaN when a gradient
+    was NaN or infinite. Unlike the NumPy backend the update of that step is still
+    applied (skipping it would make the host wait for the device every step), so after
+    a divergence restart from a checkpoint rather than from the backend's parameters.
+    """
+
+    name = "torch"
+    guard_every = RECOMMENDED_GUARD_EVERY  # a good ``fit(..., guard_every=...)`` for it
+
+    def __init__(
+        self,
+        vae,
+        x_train,
+        *,
+        lr=1e-3,
+        batch_size=128,
+        seed=0,
+        optimizer="adam",
+        binarize=False,
+        kl_warmup=0,
+        device=None,
+        dtype=None,
+        compile=False,
+    ):
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1
+        ):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        if isinstance(vae, TorchVAE):
+            if dtype is not None and _dtype_name(dtype) != vae.config.dtype:
+                raise ValueError(
+                    f"the model is {vae.config.dtype}; convert it with "
+                    "TorchVAE.from_numpy(model.to_numpy(), dtype=...) first"
+                )
+            model = vae if device is None else vae.to(torch.device(device))
+        else:
+            model = TorchVAE.from_numpy(vae, device=device, dtype=dtype)
+        self.model = model
+        self.device = model.device
+        self.x_train = model._check_x(x_train, "x_train")  # on the device, checked once
+        self.batch_size = int(batch_size)
+        self.binarize = binarize
+        self.kl_warmup = kl_warmup
+        self.steps_done = 0
+        self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        params = list(model.parameters())
+        if optimizer == "adam":
+            self.opt = _adam(params, lr)
+        elif optimizer == "sgd":
+            self.opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
+        else:
+            raise ValueError(f"unknown optimizer {optimizer!r}; expected adam or sgd")
+        self._params = params
+        self._beta = torch.zeros((), dtype=model.dtype, device=self.device)
+        self._loss_fn = torch.compile(model._batch_loss) if compile else model._batch_loss
+        self.order = None
+
+    def start_epoch(self):
+        n = self.x_train.shape[0]
+        self.order = torch.randperm(n, generator=self.generator, device=self.device)
+        return -(-n // self.batch_size)
+
+    def step(self, i):
+        model, g = self.model, self.generator
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        x = self.x_train.index_select(0, idx)
+        kw = dict(generator=g, device=self.device, dtype=model.dtype)
+        if self.binarize:
+            x = (torch.rand(x.shape, **kw) < x).to(model.dtype)
+        eps = torch.randn((x.shape[0], model.latent_dim), **kw)
+        # fill_ sets the KL weight without a host-to-device copy or a recompilation
+        self._beta.fill_(warmup_beta(model.config.beta, self.steps_done, self.kl_warmup))
+        self.opt.zero_grad(set_to_none=True)
+        loss, recon, kl = self._loss_fn(x, eps, self._beta)
+        loss.backward()
+        bad = _nan_if_nonfinite([p.grad for p in self._params if p.grad is not None])
+        self.opt.step()
+        self.steps_done += 1
+        return torch.stack([loss.detach() + bad, recon.detach(), kl.detach()])
+
+    def to_floats(self, pending):
+        if not len(pending):
+            return np.zeros((0, 3))
+        return torch.stack(pending).to("cpu", torch.float64).numpy().reshape(-1, 3)
+
+    def evaluate(self, x):
+        return negative_elbo(self.model, x, seed=EVAL_SEED)
+
+    def to_vae(self):
+        """The current parameters as a NumPy VAE (a copy; NaN is copied, not refused)."""
+        return self.model.to_numpy(check=False)
