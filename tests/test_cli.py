@@ -15,7 +15,7 @@ from vae_from_scratch import data  # noqa: E402
 from vae_from_scratch.checkpoint import load_vae, read_checkpoint  # noqa: E402
 from vae_from_scratch.cli import build_parser, main  # noqa: E402
 from vae_from_scratch.evaluate import iwae_nll, negative_elbo  # noqa: E402
-from vae_from_scratch.train import EVAL_SEED, TrainingDiverged  # noqa: E402
+from vae_from_scratch.train import EVAL_SEED  # noqa: E402
 
 QUICK = ["train", "--epochs", "1", "--hidden-dims", "32", "--iwae-k", "5", "--quiet"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -49,16 +49,28 @@ def _is_png(path):
 
 def test_train_writes_checkpoint_metrics_and_figures(run20):
     names = {p.name for p in run20.iterdir()}
-    assert names == {"checkpoint.safetensors", "metrics.json", "loss_curves.png",
-                     "reconstructions.png", "samples.png"}
+    assert names == {
+        "checkpoint.safetensors",
+        "metrics.json",
+        "loss_curves.png",
+        "reconstructions.png",
+        "samples.png",
+    }
     for name in ("loss_curves.png", "reconstructions.png", "samples.png"):
         assert _is_png(run20 / name), name
 
 
 def test_metrics_hold_the_documented_keys(run20):
     metrics = json.loads((run20 / "metrics.json").read_text())
-    for key in ("train_nelbo", "test_nelbo", "epochs", "seconds_per_epoch", "backend", "model",
-                "history"):
+    for key in (
+        "train_nelbo",
+        "test_nelbo",
+        "epochs",
+        "seconds_per_epoch",
+        "backend",
+        "model",
+        "history",
+    ):
         assert key in metrics, key
     assert metrics["epochs"] == 1 and metrics["backend"] == "numpy"
     assert metrics["model"]["hidden_dims"] == [32] and metrics["model"]["latent_dim"] == 20
@@ -85,8 +97,13 @@ def test_checkpoint_is_the_trained_model_the_metrics_describe(run20, x_test):
 
 
 def test_two_dimensional_latent_adds_the_latent_figures(run2):
-    for name in ("latent_scatter.png", "latent_manifold.png", "loss_curves.png",
-                 "reconstructions.png", "samples.png"):
+    for name in (
+        "latent_scatter.png",
+        "latent_manifold.png",
+        "loss_curves.png",
+        "reconstructions.png",
+        "samples.png",
+    ):
         assert _is_png(run2 / name), name
     vae = load_vae(run2 / "checkpoint.safetensors")
     assert vae.latent_dim == 2
@@ -105,8 +122,15 @@ def test_two_dimensional_latent_adds_the_latent_figures(run2):
         (["--obs-var", "-1"], "obs-var"),
         (["--batch-size", "0"], "must be a positive integer"),
     ],
-    ids=["hidden-0", "hidden-text", "likelihood", "latent-0", "latent-text", "obs-var",
-         "batch-size"],
+    ids=[
+        "hidden-0",
+        "hidden-text",
+        "likelihood",
+        "latent-0",
+        "latent-text",
+        "obs-var",
+        "batch-size",
+    ],
 )
 def test_argparse_rejects_bad_values(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:

@@ -1,8 +1,16 @@
 """pyproject.toml and environment.yml list the same dependencies."""
 
 import re
-import tomllib
 from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip(
+        "tomli", reason="reading pyproject.toml needs Python 3.11+ or tomli"
+    )
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name where they differ

@@ -98,14 +98,19 @@ def mlp_forward(params, prefix, n_layers, x, activation):
     return h, caches
 
 
-def mlp_backward(dh, caches, prefix, activation, grads):
+def mlp_backward(dh, caches, prefix, activation, grads, need_dx=True):
     """Backward through the blocks of :func:`mlp_forward`; writes dW, db into ``grads``.
 
-    dh (N, D_last) -> dx (N, D_in).
+    dh (N, D_last) -> dx (N, D_in), or None with ``need_dx=False``: when the input is the
+    data, its gradient is never used, and skipping it saves one large matrix product.
     """
     act = ACTIVATIONS[activation]
     for i in reversed(range(len(caches))):
         lin_cache, act_cache = caches[i]
         da = act.backward(dh, act_cache)
+        if i == 0 and not need_dx:
+            x, _ = lin_cache
+            grads[f"{prefix}.0.W"], grads[f"{prefix}.0.b"] = x.T @ da, da.sum(axis=0)
+            return None
         dh, grads[f"{prefix}.{i}.W"], grads[f"{prefix}.{i}.b"] = Linear.backward(da, lin_cache)
     return dh

@@ -50,6 +50,7 @@ class Adam:
         self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
         self.m = {k: np.zeros_like(v) for k, v in params.items()}
         self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        self._buf = {k: np.empty_like(v) for k, v in params.items()}  # scratch, reused
         self.t = 0
 
     def step(self, grads):
@@ -57,12 +58,17 @@ class Adam:
         b1, b2 = self.betas
         c1, c2 = 1.0 - b1**self.t, 1.0 - b2**self.t
         for k, p in self.params.items():
-            g, m, v = grads[k], self.m[k], self.v[k]
+            g, m, v, buf = grads[k], self.m[k], self.v[k], self._buf[k]
+            # The formulas above, written with out= so that no temporary array is allocated.
             m *= b1
-            m += (1.0 - b1) * g
+            m += np.multiply(g, 1.0 - b1, out=buf)  # m <- b1 m + (1 - b1) g
             v *= b2
-            v += (1.0 - b2) * (g * g)
-            p -= (self.lr / c1) * m / (np.sqrt(v / c2) + self.eps)
+            np.multiply(g, g, out=buf)
+            v += np.multiply(buf, 1.0 - b2, out=buf)  # v <- b2 v + (1 - b2) g^2
+            np.sqrt(np.divide(v, c2, out=buf), out=buf)
+            buf += self.eps  # sqrt(v_hat) + eps
+            np.divide(m, buf, out=buf)
+            p -= np.multiply(buf, self.lr / c1, out=buf)
 
     def state_dict(self):
         """Step count and moment estimates: {'t': int, 'm.<name>': array, 'v.<name>': array}."""

@@ -555,6 +555,7 @@ class TorchBackend:
         else:
             model = TorchVAE.from_numpy(vae, device=device, dtype=dtype)
         self.model = model
+        self.config = model.config
         self.device = model.device
         self.x_train = model._check_x(x_train, "x_train")  # on the device, checked once
         self.batch_size = int(batch_size)

@@ -5,6 +5,7 @@ and test negative ELBO, timing, and the NaN guard. A *backend* owns the model, t
 and the optimizer, and knows how to take one step. It provides:
 
     name: str                      "numpy" or "torch"
+    config: VAEConfig              the model's configuration
     start_epoch() -> int           shuffle the training set; return the number of steps
     step(i) -> terms               one optimizer step on batch i; terms = (loss, recon, kl)
                                    in whatever form to_floats understands (floats, tensors)
@@ -77,6 +78,7 @@ class NumpyBackend:
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         self.vae = vae
+        self.config = vae.config
         self.x_train = np.array(vae._check_x(x_train, "x_train"))  # a copy: ours to index
         self.batch_size = batch_size
         self.binarize = binarize
@@ -159,7 +161,7 @@ def fit(
     if progress is None:
         progress = sys.stderr.isatty()
     history = History()
-    beta = backend.to_vae().config.beta
+    beta = backend.config.beta
     global_step = 0
     bar = None
     if progress:

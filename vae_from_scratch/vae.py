@@ -382,7 +382,7 @@ class VAE:
         mlp_caches, mu_cache, lv_cache = enc_cache
         dh_mu, grads["enc.mu.W"], grads["enc.mu.b"] = Linear.backward(dmu, mu_cache)
         dh_lv, grads["enc.log_var.W"], grads["enc.log_var.b"] = Linear.backward(dlog_var, lv_cache)
-        mlp_backward(dh_mu + dh_lv, mlp_caches, "enc", cfg.activation, grads)
+        mlp_backward(dh_mu + dh_lv, mlp_caches, "enc", cfg.activation, grads, need_dx=False)
 
         grads = {name: grads[name].astype(self.dtype, copy=False) for name in p}
         return self._terms(recon, kl, beta), grads
