@@ -113,8 +113,9 @@ def test_messages_are_deterministic(square_checker):
 
 
 def test_tolerances_are_used():
-    checker = Checker("9.2", reference=lambda x: x, cases=[Case(1.0)], name="ident", rtol=0,
-                      atol=1e-3)
+    checker = Checker(
+        "9.2", reference=lambda x: x, cases=[Case(1.0)], name="ident", rtol=0, atol=1e-3
+    )
     try:
         assert checker.run(lambda x: x + 5e-4).status == PASSED
         assert checker.run(lambda x: x + 2e-3).status == WRONG
@@ -147,11 +148,20 @@ def test_call_adapter_and_custom_compare():
         def forward(self, x):
             return 3 * x
 
-    checker = Checker("9.4", reference=Doubler, cases=[Case(np.arange(3.0))], name="Doubler",
-                      call=lambda cls, x: cls().forward(x))
-    positive = Checker("9.5", reference=lambda x: x, cases=[Case(np.arange(3.0))],
-                       name="anything_positive",
-                       compare=lambda e, g: None if (g >= 0).all() else "negative entries")
+    checker = Checker(
+        "9.4",
+        reference=Doubler,
+        cases=[Case(np.arange(3.0))],
+        name="Doubler",
+        call=lambda cls, x: cls().forward(x),
+    )
+    positive = Checker(
+        "9.5",
+        reference=lambda x: x,
+        cases=[Case(np.arange(3.0))],
+        name="anything_positive",
+        compare=lambda e, g: None if (g >= 0).all() else "negative entries",
+    )
     try:
         assert checker.run(Doubler).status == PASSED
         assert checker.run(Tripler).status == WRONG
@@ -301,12 +311,19 @@ def _perturb(value):
     raise TypeError(f"cannot make a wrong version of a {type(value).__name__}")
 
 
+# Lessons whose checkers run their cases through PyTorch (the root conftest skips tests
+# marked ``torch`` when it is not installed).
+_TORCH_LESSONS = {6}
+
+
 def _lesson_params():
-    return [
-        pytest.param(c, id=f"{c.exercise}-{c.name}",
-                     marks=getattr(pytest.mark, f"lesson{c.lesson:02d}"))
-        for c in core.checkers(examples=True)
-    ]
+    params = []
+    for c in core.checkers(examples=True):
+        marks = [getattr(pytest.mark, f"lesson{c.lesson:02d}")]
+        if c.lesson in _TORCH_LESSONS:
+            marks.append(pytest.mark.torch)
+        params.append(pytest.param(c, id=f"{c.exercise}-{c.name}", marks=marks))
+    return params
 
 
 @pytest.mark.parametrize("checker", _lesson_params())

@@ -30,6 +30,7 @@ from vae_from_scratch.evaluate import negative_elbo
 from vae_from_scratch.optim import SGD, Adam
 
 EVAL_SEED = 12345  # fixed noise for test-set evaluation, so epochs compare like with like
+TRAIN_STREAM = 1  # NumpyBackend(seed=s) draws from default_rng([s, TRAIN_STREAM])
 
 
 class TrainingDiverged(FloatingPointError):
@@ -84,7 +85,9 @@ class NumpyBackend:
         self.binarize = binarize
         self.kl_warmup = kl_warmup  # steps over which the KL weight ramps from 0 to beta
         self.steps_done = 0
-        self.rng = np.random.default_rng(seed)
+        # A stream of its own: VAE(seed=s) draws its initial weights from default_rng(s),
+        # and training noise must not replay those very numbers.
+        self.rng = np.random.default_rng([seed, TRAIN_STREAM])
         if optimizer == "adam":
             self.opt = Adam(vae.params, lr=lr)
         elif optimizer == "sgd":
