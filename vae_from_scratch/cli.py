@@ -120,16 +120,14 @@ def _make_backend(args, vae, x_train):
     if args.backend == "numpy":
         if args.device not in (None, "cpu"):
             raise SystemExit(f"the numpy backend runs on the CPU only; got --device {args.device}")
-        return NumpyBackend(vae, x_train, **common), 1
+        return NumpyBackend(vae, x_train, **common)
     try:
-        from vae_from_scratch.torch_vae import TorchBackend, TorchVAE
+        from vae_from_scratch.torch_vae import TorchBackend
     except ImportError as err:
         raise SystemExit(
             f"the torch backend needs PyTorch ({err}); install it with: pip install -e '.[torch]'"
         ) from None
-    tvae = TorchVAE.from_numpy(vae, device=args.device)
-    backend = TorchBackend(tvae, x_train, **common)
-    return backend, getattr(backend, "guard_every", 50)
+    return TorchBackend(vae, x_train, device=args.device, **common)
 
 
 def cmd_train(args):
@@ -156,7 +154,7 @@ def cmd_train(args):
         seed=args.seed,
         dtype=args.dtype,
     )
-    backend, guard_every = _make_backend(args, vae, ds.x_train)
+    backend = _make_backend(args, vae, ds.x_train)
     log = None if args.quiet else print
     print(
         f"training {vae} on {ds.name} ({len(ds.x_train)} train, {len(ds.x_test)} test) "
@@ -168,7 +166,6 @@ def cmd_train(args):
         ds.x_test,
         epochs=args.epochs,
         log=log,
-        guard_every=guard_every,
         lr_hint=f"try --lr {args.lr / 3:.1e}",
     )
     total = time.perf_counter() - t0

@@ -25,7 +25,6 @@ from vae_from_scratch.data import load_mnist
 from vae_from_scratch.gradcheck import rel_error
 from vae_from_scratch.optim import Adam
 from vae_from_scratch.torch_vae import (
-    RECOMMENDED_GUARD_EVERY,
     TorchBackend,
     TorchVAE,
     default_device,
@@ -97,9 +96,9 @@ def _trajectory(seed, steps, x_train, device, print_fn):
     return record
 
 
-def _epoch_seconds(make_backend, guard_every):
+def _epoch_seconds(make_backend):
     """Seconds of the second of two epochs (the first warms caches and kernels up)."""
-    history = fit(make_backend(), epochs=2, progress=False, guard_every=guard_every)
+    history = fit(make_backend(), epochs=2, progress=False)
     return history.seconds[-1]
 
 
@@ -173,12 +172,10 @@ def run_compare(seed=0, steps=200, device=None, print_fn=print):
             VAE(**MODEL, seed=seed), x_train, lr=LR, batch_size=BATCH_SIZE, seed=seed, device=dev
         )
 
-    seconds = {"numpy": _epoch_seconds(numpy_backend, 1)}
-    seconds["torch_cpu"] = _epoch_seconds(torch_backend("cpu"), RECOMMENDED_GUARD_EVERY)
+    seconds = {"numpy": _epoch_seconds(numpy_backend)}
+    seconds["torch_cpu"] = _epoch_seconds(torch_backend("cpu"))
     if device.type != "cpu":
-        seconds[f"torch_{device.type}"] = _epoch_seconds(
-            torch_backend(device), RECOMMENDED_GUARD_EVERY
-        )
+        seconds[f"torch_{device.type}"] = _epoch_seconds(torch_backend(device))
     for name, value in seconds.items():
         label = name.replace("_", " (") + ")" if "_" in name else name
         ratio = seconds["numpy"] / value

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vae_from_scratch.checkpoint import read_checkpoint, save_checkpoint
-from vae_from_scratch.train import EVAL_SEED, warmup_beta
+from vae_from_scratch.train import EVAL_SEED, check_batch_size, warmup_beta
 from vae_from_scratch.vae import KL_MODES, VAE, LossTerms, VAEConfig, param_shapes
 
 __all__ = [
@@ -522,7 +522,7 @@ class TorchBackend:
     """
 
     name = "torch"
-    guard_every = RECOMMENDED_GUARD_EVERY  # a good ``fit(..., guard_every=...)`` for it
+    guard_every = RECOMMENDED_GUARD_EVERY  # fit's default for this backend
 
     def __init__(
         self,
@@ -539,12 +539,7 @@ class TorchBackend:
         dtype=None,
         compile=False,
     ):
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, (int, np.integer))
-            or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        batch_size = check_batch_size(batch_size)
         if isinstance(vae, TorchVAE):
             if dtype is not None and _dtype_name(dtype) != vae.config.dtype:
                 raise ValueError(
@@ -558,7 +553,7 @@ class TorchBackend:
         self.config = model.config
         self.device = model.device
         self.x_train = model._check_x(x_train, "x_train")  # on the device, checked once
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
         self.binarize = binarize
         self.kl_warmup = kl_warmup
         self.steps_done = 0

@@ -6,6 +6,7 @@ and the optimizer, and knows how to take one step. It provides:
 
     name: str                      "numpy" or "torch"
     config: VAEConfig              the model's configuration
+    guard_every: int               steps between NaN checks that suit it (fit's default)
     start_epoch() -> int           shuffle the training set; return the number of steps
     step(i) -> terms               one optimizer step on batch i; terms = (loss, recon, kl)
                                    in whatever form to_floats understands (floats, tensors)
@@ -31,6 +32,17 @@ from vae_from_scratch.optim import SGD, Adam
 
 EVAL_SEED = 12345  # fixed noise for test-set evaluation, so epochs compare like with like
 TRAIN_STREAM = 1  # NumpyBackend(seed=s) draws from default_rng([s, TRAIN_STREAM])
+
+
+def check_batch_size(batch_size):
+    """A batch size is a positive integer (not a bool, not a float); returns it as int."""
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -63,6 +75,7 @@ class NumpyBackend:
     """
 
     name = "numpy"
+    guard_every = 1  # checking a float on the host costs nothing here
 
     def __init__(
         self,
@@ -76,12 +89,10 @@ class NumpyBackend:
         binarize=False,
         kl_warmup=0,
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         self.vae = vae
         self.config = vae.config
         self.x_train = np.array(vae._check_x(x_train, "x_train"))  # a copy: ours to index
-        self.batch_size = batch_size
+        self.batch_size = check_batch_size(batch_size)
         self.binarize = binarize
         self.kl_warmup = kl_warmup  # steps over which the KL weight ramps from 0 to beta
         self.steps_done = 0
@@ -150,19 +161,22 @@ def fit(
     *,
     progress=None,
     log=None,
-    guard_every=1,
+    guard_every=None,
     lr_hint="try --lr 3e-4",
 ):
     """Train for ``epochs`` and return a :class:`History`.
 
     ``progress``: show a tqdm bar (default: only when stderr is a terminal).
     ``log``: a callable given one line per epoch. ``guard_every``: how many steps
-    between NaN checks (each check syncs a GPU backend with the host).
+    between NaN checks (each check syncs a GPU backend with the host); by default the
+    backend's own ``guard_every``.
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     if progress is None:
         progress = sys.stderr.isatty()
+    if guard_every is None:
+        guard_every = backend.guard_every
     history = History()
     beta = backend.config.beta
     global_step = 0

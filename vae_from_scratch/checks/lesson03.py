@@ -32,15 +32,18 @@ def _small_model(seed, data_dim, latent_dim, n):
 _X1, _W1, _B1 = _small_model(0, 4, 2, 3)
 _X2, _W2, _B2 = _small_model(1, 3, 3, 2)
 _X3, _W3, _B3 = _small_model(2, 2, 1, 2)
+# Three models, from square to a one-dimensional latent; a checker copies each case
+# before every call, so two exercises can share them.
+_MODEL_CASES = [
+    Case(_X1, _W1, _B1, 0.5),
+    Case(_X2, _W2, _B2, sigma2=2.0),
+    Case(_X3, _W3, _B3, sigma2=0.1),
+]
 
 posterior = Checker(
     "3.1",
     reference=lg.posterior,
-    cases=[
-        Case(_X1, _W1, _B1, 0.5),
-        Case(_X2, _W2, _B2, sigma2=2.0),
-        Case(_X3, _W3, _B3, sigma2=0.1),
-    ],
+    cases=_MODEL_CASES,
     rtol=1e-6,
     atol=1e-9,
 )
@@ -48,11 +51,7 @@ posterior = Checker(
 log_marginal = Checker(
     "3.2",
     reference=lg.log_marginal,
-    cases=[
-        Case(_X1, _W1, _B1, 0.5),
-        Case(_X2, _W2, _B2, sigma2=2.0),
-        Case(_X3, _W3, _B3, sigma2=0.1),
-    ],
+    cases=_MODEL_CASES,
     rtol=1e-6,
     atol=1e-9,
 )
