@@ -7,13 +7,10 @@ import pytest
 
 from vae_from_scratch.gradcheck import numerical_gradient, rel_error
 from vae_from_scratch.layers import (
-    ACTIVATIONS,
     Linear,
     ReLU,
     Sigmoid,
     Tanh,
-    mlp_backward,
-    mlp_forward,
     sigmoid,
 )
 
@@ -119,59 +116,3 @@ def test_sigmoid_backward_is_finite_at_extremes(dtype):
 def test_sigmoid_symmetry():
     x = np.linspace(-30, 30, 121)
     np.testing.assert_allclose(sigmoid(x) + sigmoid(-x), 1.0, rtol=0, atol=1e-15)
-
-
-def _mlp_params(rng, dims, prefix="enc"):
-    params = {}
-    for i in range(len(dims) - 1):
-        params[f"{prefix}.{i}.W"] = rng.standard_normal((dims[i], dims[i + 1]))
-        params[f"{prefix}.{i}.b"] = rng.standard_normal(dims[i + 1])
-    return params
-
-
-@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-@pytest.mark.parametrize("dims", [(3, 4), (6, 5, 3), (2, 7, 5, 4)])
-def test_mlp_forward_matches_a_plain_loop(activation, dims):
-    rng = _rng(4)
-    params = _mlp_params(rng, dims)
-    x = rng.standard_normal((5, dims[0]))
-    fn = {"relu": lambda a: np.maximum(a, 0), "tanh": np.tanh,
-          "sigmoid": lambda a: 1 / (1 + np.exp(-a))}[activation]
-    h = x
-    for i in range(len(dims) - 1):
-        h = fn(h @ params[f"enc.{i}.W"] + params[f"enc.{i}.b"])
-    out, caches = mlp_forward(params, "enc", len(dims) - 1, x, activation)
-    assert len(caches) == len(dims) - 1
-    np.testing.assert_allclose(out, h, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-@pytest.mark.parametrize("dims", [(3, 4), (6, 5, 3), (2, 7, 5, 4)])
-def test_mlp_backward_matches_numerical(activation, dims):
-    rng = _rng(5)
-    params = _mlp_params(rng, dims, prefix="dec")
-    x = rng.standard_normal((4, dims[0]))
-    n_layers = len(dims) - 1
-    out, caches = mlp_forward(params, "dec", n_layers, x, activation)
-    dh = rng.standard_normal(out.shape)
-
-    def f():
-        return np.sum(mlp_forward(params, "dec", n_layers, x, activation)[0] * dh)
-
-    grads = {}
-    dx = mlp_backward(dh, caches, "dec", activation, grads)
-    assert set(grads) == set(params)
-    assert rel_error(dx, numerical_gradient(f, x)) < 1e-7
-    for name, value in params.items():
-        assert grads[name].shape == value.shape, name
-        assert rel_error(grads[name], numerical_gradient(f, value)) < 1e-7, name
-
-
-def test_mlp_with_zero_layers_is_the_identity():
-    x = _rng(6).standard_normal((3, 4))
-    out, caches = mlp_forward({}, "enc", 0, x, "relu")
-    assert out is x and caches == []
-    grads = {}
-    dh = np.ones_like(x)
-    assert mlp_backward(dh, caches, "enc", "relu", grads) is dh
-    assert grads == {}

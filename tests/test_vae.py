@@ -495,3 +495,62 @@ def test_param_shapes_never_computes_with_uninitialized_memory():
         with np.errstate(over="raise", invalid="raise"):
             param_shapes(cfg)
             check_params(params, cfg)
+
+
+# --- inputs the model refuses with a clear message ------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [float("nan"), -0.5, float("inf"), True, "1"])
+def test_loss_and_grads_validates_beta_like_the_constructor(beta):
+    vae = _model("bernoulli-analytic")
+    with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
+        vae.loss_and_grads(_x01(), _eps(5, 3), beta=beta)
+
+
+@pytest.mark.parametrize("z", [np.float64(0.5), np.zeros(3), np.zeros((2, 3, 1))])
+def test_decode_of_a_wrong_shape_is_a_value_error(z):
+    vae = _model("bernoulli-analytic")
+    with pytest.raises(ValueError, match=r"z must have shape \((N|2), 3\)"):
+        vae.decode(z)
+
+
+@pytest.mark.parametrize("n", [-1, 0, 2.7, True, "3", None])
+def test_sample_needs_a_positive_integer(n):
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        _model("bernoulli-analytic").sample(n)
+
+
+def test_sample_accepts_numpy_integers():
+    assert _model("bernoulli-analytic").sample(np.int64(2)).shape == (2, D)
+
+
+@pytest.mark.parametrize("hidden", [3, "400", (4, 0), (4.0,), (True,)])
+def test_hidden_dims_must_be_a_sequence_of_positive_integers(hidden):
+    with pytest.raises(ValueError, match="hidden_dims must be a sequence of positive integers"):
+        VAE(D, hidden, 2)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli"])
+@pytest.mark.parametrize("obs_var", ["learned", 0.5])
+def test_obs_var_belongs_to_the_gaussian_decoder(likelihood, obs_var):
+    with pytest.raises(ValueError, match="obs_var applies to likelihood='gaussian' only"):
+        VAE(D, (5,), 2, likelihood=likelihood, obs_var=obs_var)
+    # the old stored default of every likelihood still loads
+    assert VAE(D, (5,), 2, likelihood=likelihood, obs_var=1.0).config.obs_var is None
+    assert VAE(D, (5,), 2, likelihood="gaussian").config.obs_var == 1.0
+
+
+def test_complex_or_text_input_is_refused_not_cast():
+    vae = _model("gaussian-fixed")
+    with pytest.raises(ValueError, match="x must hold real numbers, got an array of dtype complex"):
+        vae.encode(_x01().astype(np.complex128))
+    with pytest.raises(ValueError, match="eps must hold real numbers"):
+        vae.loss(_x01(), _eps(5, 3).astype(np.complex64))
+    with pytest.raises(ValueError, match="x must hold real numbers"):
+        vae.encode(np.full((2, D), "a"))
+
+
+def test_param_shapes_allocates_nothing_for_a_huge_configuration():
+    cfg = VAEConfig(input_dim=10**6, hidden_dims=(10**6,), latent_dim=10**12)
+    shapes = param_shapes(cfg)  # would need exabytes if it built arrays
+    assert shapes["enc.mu.W"] == (10**6, 10**12)

@@ -24,12 +24,11 @@ output have no activation.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from vae_from_scratch import distributions as dist
-from vae_from_scratch.layers import ACTIVATIONS, Linear, mlp_backward, mlp_forward, sigmoid
+from vae_from_scratch.layers import ACTIVATIONS, sigmoid
+from vae_from_scratch.networks import Layer, Network, dense_layers
 from vae_from_scratch.optim import Adam
 
 __all__ = ["Autoencoder", "OUTPUTS", "fit", "pca", "principal_angles"]
@@ -79,13 +78,22 @@ class Autoencoder:
         self.activation = activation
         self.output = output
         self.dtype = np.dtype(dtype).type
+        enc = (self.input_dim, *self.hidden_dims)
+        dec = (self.latent_dim, *reversed(self.hidden_dims))
+        # the code z and the output layer have no activation
+        code = Layer("linear", "enc.z", (enc[-1], self.latent_dim))
+        out = Layer("linear", "dec.out", (dec[-1], self.input_dim))
+        self.encoder = Network(dense_layers("enc", enc, activation) + [code],
+                               self.input_dim, self.latent_dim)
+        self.decoder = Network(dense_layers("dec", dec, activation) + [out],
+                               self.latent_dim, self.input_dim)
         shapes = self.param_shapes()
         if params is None:
-            rng = np.random.default_rng(seed)
             params = {}
-            for name, shape in shapes.items():
-                bound = 1.0 / math.sqrt(shapes[name[:-2] + ".W"][0])
-                params[name] = rng.uniform(-bound, bound, size=shape).astype(self.dtype)
+            rng = np.random.default_rng(seed)
+            self.encoder.init_params(rng, params)
+            self.decoder.init_params(rng, params)
+            params = {name: value.astype(self.dtype) for name, value in params.items()}
         else:
             if set(params) != set(shapes):
                 raise ValueError(f"params must have the keys {sorted(shapes)}, "
@@ -98,30 +106,15 @@ class Autoencoder:
 
     def param_shapes(self):
         """dict name -> shape, in initialisation order (W before b for each layer)."""
-        shapes = {}
-        enc = (self.input_dim, *self.hidden_dims)
-        for i in range(len(self.hidden_dims)):
-            shapes[f"enc.{i}.W"], shapes[f"enc.{i}.b"] = (enc[i], enc[i + 1]), (enc[i + 1],)
-        shapes["enc.z.W"], shapes["enc.z.b"] = (enc[-1], self.latent_dim), (self.latent_dim,)
-        dec = (self.latent_dim, *reversed(self.hidden_dims))
-        for i in range(len(self.hidden_dims)):
-            shapes[f"dec.{i}.W"], shapes[f"dec.{i}.b"] = (dec[i], dec[i + 1]), (dec[i + 1],)
-        shapes["dec.out.W"], shapes["dec.out.b"] = (dec[-1], self.input_dim), (self.input_dim,)
-        return shapes
+        return {**self.encoder.param_shapes(), **self.decoder.param_shapes()}
 
     # --- forward -------------------------------------------------------------------------------
 
     def _encode(self, x):
-        p, n = self.params, len(self.hidden_dims)
-        h, mlp_caches = mlp_forward(p, "enc", n, x, self.activation)
-        z, z_cache = Linear.forward(h, p["enc.z.W"], p["enc.z.b"])
-        return z, (mlp_caches, z_cache)
+        return self.encoder.forward(self.params, x)
 
     def _decode(self, z):
-        p, n = self.params, len(self.hidden_dims)
-        h, mlp_caches = mlp_forward(p, "dec", n, z, self.activation)
-        out, out_cache = Linear.forward(h, p["dec.out.W"], p["dec.out.b"])
-        return out, (mlp_caches, out_cache)
+        return self.decoder.forward(self.params, z)
 
     def _as_batch(self, a, width, name):
         a = np.asarray(a)
@@ -170,18 +163,16 @@ class Autoencoder:
         """
         x = self._as_batch(x, self.input_dim, "x")
         n = x.shape[0]
-        z, (enc_mlp, z_cache) = self._encode(x)
-        out, (dec_mlp, out_cache) = self._decode(z)
+        z, enc_caches = self._encode(x)
+        out, dec_caches = self._decode(z)
         loss = float(np.mean(self._per_example(x, out)))
         if self.output == "bernoulli":
             d_out = (sigmoid(out) - x) / n
         else:
             d_out = 2.0 * (out - x) / n
         grads = {}
-        dh, grads["dec.out.W"], grads["dec.out.b"] = Linear.backward(d_out, out_cache)
-        dz = mlp_backward(dh, dec_mlp, "dec", self.activation, grads)
-        dh, grads["enc.z.W"], grads["enc.z.b"] = Linear.backward(dz, z_cache)
-        mlp_backward(dh, enc_mlp, "enc", self.activation, grads)
+        dz = self.decoder.backward(d_out, dec_caches, grads)
+        self.encoder.backward(dz, enc_caches, grads, need_dx=False)
         grads = {k: grads[k].astype(self.dtype, copy=False) for k in self.params}
         return loss, grads
 

@@ -64,7 +64,13 @@ def kl_standard_normal(mu, log_var):
 
     = 1/2 sum_j ( mu_j^2 + exp(log_var_j) - 1 - log_var_j )   (derived in lesson 02)
     """
-    return 0.5 * np.sum(mu * mu + np.exp(log_var) - 1.0 - log_var, axis=-1)
+    return np.sum(kl_standard_normal_per_dim(mu, log_var), axis=-1)
+
+
+def kl_standard_normal_per_dim(mu, log_var):
+    """The KL of each latent dimension, (N, L) -> (N, L): the prior and q are both
+    diagonal, so the KL is a sum of these one-dimensional KLs (free bits use them)."""
+    return 0.5 * (mu * mu + np.exp(log_var) - 1.0 - log_var)
 
 
 def kl_standard_normal_backward(dkl, mu, log_var):
@@ -96,9 +102,14 @@ def gaussian_log_density(x, mu, log_var):
     x (N, K); mu and log_var broadcast to (N, K) (a (K,) or scalar log_var is allowed).
     Returns (N,).  = -1/2 sum ( log 2pi + log_var + (x - mu)^2 / var ).
     """
+    return np.sum(gaussian_log_density_per_dim(x, mu, log_var), axis=-1)
+
+
+def gaussian_log_density_per_dim(x, mu, log_var):
+    """The log-density of each coordinate, (N, K): a diagonal Gaussian's log-density is
+    their sum."""
     diff = x - mu
-    per_entry = LOG_2PI + log_var + diff * diff * np.exp(-log_var)
-    return -0.5 * np.sum(per_entry, axis=-1)
+    return -0.5 * (LOG_2PI + log_var + diff * diff * np.exp(-log_var))
 
 
 def gaussian_log_density_backward(dout, x, mu, log_var):

@@ -11,52 +11,63 @@ import numpy as np
 from vae_from_scratch.distributions import logsumexp
 
 
-def negative_elbo(vae, x, seed=0, batch_size=1000):
+def _batches(x, y, batch_size):
+    """(x, y) in consecutive slices of ``batch_size`` rows; y may be None (no labels)."""
+    for start in range(0, len(x), batch_size):
+        yield x[start : start + batch_size], None if y is None else y[start : start + batch_size]
+
+
+def negative_elbo(vae, x, seed=0, batch_size=1000, y=None):
     """Mean over examples of recon + KL (beta = 1, whatever the model trains with), using
-    one noise draw per example from ``seed``. Returns (nelbo, recon, kl) as floats."""
+    one noise draw per example from ``seed``. ``y``: labels of a conditional model.
+    Returns (nelbo, recon, kl) as floats."""
     rng = np.random.default_rng(seed)
     recon_sum = kl_sum = 0.0
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size]
+    for xb, yb in _batches(x, y, batch_size):
         eps = rng.standard_normal((len(xb), vae.latent_dim)).astype(vae.dtype)
-        recon, kl = vae.elbo_terms(xb, eps)
+        recon, kl = vae.elbo_terms(xb, eps, yb)
         recon_sum += float(np.sum(recon, dtype=np.float64))
         kl_sum += float(np.sum(kl, dtype=np.float64))
     n = len(x)
     return (recon_sum + kl_sum) / n, recon_sum / n, kl_sum / n
 
 
-def log_importance_weights(vae, x, k, rng):
+def log_importance_weights(vae, x, k, rng, y=None):
     """log p(x, z_k) - log q(z_k | x) for k samples per example: x (N, D) -> (N, k).
 
-    Each is -(recon + Monte Carlo KL) at one reparameterized sample z_k.
+    Each is -(recon + Monte Carlo KL) at one reparameterized sample z_k. ``y``: labels of
+    a conditional model (then the weights are those of p(x | y)).
     """
     n = len(x)
     x_rep = np.repeat(x, k, axis=0)  # row i*k + j is example i, sample j
+    y_rep = None if y is None else np.repeat(y, k, axis=0)
     eps = rng.standard_normal((n * k, vae.latent_dim)).astype(vae.dtype)
-    recon, kl = vae.elbo_terms(x_rep, eps, kl="monte_carlo")
+    recon, kl = vae.elbo_terms(x_rep, eps, y_rep, kl="monte_carlo")
     return -(recon + kl).astype(np.float64).reshape(n, k)
 
 
-def iwae_nll(vae, x, k=100, seed=0, batch_size=None):
-    """Importance-weighted estimate of -log p(x), mean over examples, with k samples.
+def iwae_nll(vae, x, k=100, seed=0, batch_size=None, y=None):
+    """Importance-weighted estimate of -log p(x) (of -log p(x | y) for a conditional
+    model with labels ``y``), mean over examples, with k samples.
 
     k=1 is the single-sample negative ELBO (with the Monte Carlo KL); larger k is a
     tighter bound. Batches hold about 10,000 rows of repeated examples.
     """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k must be an integer (samples per example), got {k!r}")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     rng = np.random.default_rng(seed)
     batch_size = batch_size or max(1, 10_000 // k)
     total = 0.0
-    for start in range(0, len(x), batch_size):
-        log_w = log_importance_weights(vae, x[start : start + batch_size], k, rng)
+    for xb, yb in _batches(x, y, batch_size):
+        log_w = log_importance_weights(vae, xb, k, rng, yb)
         total += float(np.sum(logsumexp(log_w, axis=1) - np.log(k)))
     return -total / len(x)
 
 
-def active_units(vae, x, threshold=0.01):
+def active_units(vae, x, threshold=0.01, y=None):
     """Number of latent dimensions whose posterior mean varies across the data:
     Cov_x(E_q[z_j]) > threshold (Burda et al., 2016). A collapsed unit has mu ~ const."""
-    mu, _ = vae.encode(x)
+    mu, _ = vae.encode(x, y)
     return int(np.sum(np.var(mu.astype(np.float64), axis=0) > threshold))

@@ -41,16 +41,16 @@ def rel_error(a, b, floor=1e-12):
     return float(np.linalg.norm(a - b) / max(scale, floor))
 
 
-def check_model_gradients(vae, x, eps, h=1e-5, max_entries=None, seed=0):
+def check_model_gradients(vae, x, eps, h=1e-5, max_entries=None, seed=0, y=None):
     """Compare ``vae.loss_and_grads`` with central differences of ``vae.loss``.
 
     Returns dict name -> relative error. ``max_entries`` limits how many entries of each
     parameter are checked (chosen at random with ``seed``) to keep large models quick.
-    The model must be float64.
+    ``y``: the labels of a conditional model. The model must be float64.
     """
     if vae.dtype != np.float64:
         raise ValueError("gradient checks need a float64 model (VAE(..., dtype=np.float64))")
-    _, grads = vae.loss_and_grads(x, eps)
+    _, grads = vae.loss_and_grads(x, eps, y)
     rng = np.random.default_rng(seed)
     errors = {}
     for name, value in vae.params.items():
@@ -62,9 +62,9 @@ def check_model_gradients(vae, x, eps, h=1e-5, max_entries=None, seed=0):
         for j, i in enumerate(idx):
             old = flat[i]
             flat[i] = old + h
-            f_plus = vae.loss(x, eps).loss
+            f_plus = vae.loss(x, eps, y).loss
             flat[i] = old - h
-            f_minus = vae.loss(x, eps).loss
+            f_minus = vae.loss(x, eps, y).loss
             flat[i] = old
             numeric[j] = (f_plus - f_minus) / (2.0 * h)
         errors[name] = rel_error(grads[name].reshape(-1)[idx], numeric)

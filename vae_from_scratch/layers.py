@@ -6,7 +6,8 @@ Every layer follows one pattern::
     grads = Layer.backward(dout, cache)    # dout = dL/dout, same shape as out
 
 Shapes: ``x`` is (N, D_in) -- a batch of N rows. Layers hold no state: the
-parameters live in the model's ``params`` dict and are passed in.
+parameters live in the model's ``params`` dict and are passed in. ``networks.py`` chains
+them into the encoder and decoder; ``conv.py`` adds the convolutional layers (lesson 08).
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ class Linear:
         return x @ W + b, (x, W)
 
     @staticmethod
-    def backward(dout, cache):
+    def backward(dout, cache, need_dx=True):
         """dout (N, D_out) -> (dx (N, D_in), dW (D_in, D_out), db (D_out,)).
 
         out[n, j] = sum_i x[n, i] W[i, j] + b[j], so
         dL/dx = dout W^T,  dL/dW = x^T dout,  dL/db = sum over the batch of dout.
+        With ``need_dx=False`` dx is None: when x is the data its gradient is never used,
+        and skipping it saves the largest matrix product of the encoder's first layer.
         """
         x, W = cache
-        return dout @ W.T, x.T @ dout, dout.sum(axis=0)
+        dx = dout @ W.T if need_dx else None
+        return dx, x.T @ dout, dout.sum(axis=0)
 
 
 class ReLU:
@@ -81,36 +85,3 @@ def sigmoid(x):
 
 
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
-
-
-def mlp_forward(params, prefix, n_layers, x, activation):
-    """Run ``n_layers`` Linear+activation blocks named ``{prefix}.{i}.W/.b``.
-
-    x (N, D_in) -> h (N, D_last), caches (a list, one entry per block).
-    """
-    act = ACTIVATIONS[activation]
-    caches = []
-    h = x
-    for i in range(n_layers):
-        a, lin_cache = Linear.forward(h, params[f"{prefix}.{i}.W"], params[f"{prefix}.{i}.b"])
-        h, act_cache = act.forward(a)
-        caches.append((lin_cache, act_cache))
-    return h, caches
-
-
-def mlp_backward(dh, caches, prefix, activation, grads, need_dx=True):
-    """Backward through the blocks of :func:`mlp_forward`; writes dW, db into ``grads``.
-
-    dh (N, D_last) -> dx (N, D_in), or None with ``need_dx=False``: when the input is the
-    data, its gradient is never used, and skipping it saves one large matrix product.
-    """
-    act = ACTIVATIONS[activation]
-    for i in reversed(range(len(caches))):
-        lin_cache, act_cache = caches[i]
-        da = act.backward(dh, act_cache)
-        if i == 0 and not need_dx:
-            x, _ = lin_cache
-            grads[f"{prefix}.0.W"], grads[f"{prefix}.0.b"] = x.T @ da, da.sum(axis=0)
-            return None
-        dh, grads[f"{prefix}.{i}.W"], grads[f"{prefix}.{i}.b"] = Linear.backward(da, lin_cache)
-    return dh

@@ -36,7 +36,7 @@ from torch import nn
 
 from vae_from_scratch.checkpoint import read_checkpoint, save_checkpoint
 from vae_from_scratch.train import EVAL_SEED, check_batch_size, warmup_beta
-from vae_from_scratch.vae import KL_MODES, VAE, LossTerms, VAEConfig, param_shapes
+from vae_from_scratch.vae import KL_MODES, VAE, LossTerms, VAEConfig, check_beta, param_shapes
 
 __all__ = [
     "RECOMMENDED_GUARD_EVERY",
@@ -147,8 +147,41 @@ def _key(name):
     return name.replace(".", "__")
 
 
+def _layer_forward(layer, p, h, c):
+    """One :class:`~vae_from_scratch.networks.Layer` with torch ops (networks.py's forward)."""
+    kind = layer.kind
+    if kind == "linear":
+        return torch.addmm(p[f"{layer.name}.b"], h, p[f"{layer.name}.W"])
+    if kind == "conv":
+        return F.conv2d(h, p[f"{layer.name}.W"], p[f"{layer.name}.b"],
+                        stride=layer.stride, padding=layer.padding)
+    if kind == "conv_transpose":
+        return F.conv_transpose2d(h, p[f"{layer.name}.W"], p[f"{layer.name}.b"],
+                                  stride=layer.stride, padding=layer.padding,
+                                  output_padding=layer.output_padding)
+    if kind == "relu":
+        return torch.relu(h)
+    if kind == "tanh":
+        return torch.tanh(h)
+    if kind == "sigmoid":
+        return torch.sigmoid(h)
+    if kind == "reshape":
+        return h.reshape(h.shape[0], *layer.shape)
+    if kind == "condition":
+        if layer.planes:
+            c = c[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
+        return torch.cat([h, c], dim=1)
+    raise ValueError(f"unknown layer kind {kind!r}")
+
+
+def _network_forward(network, p, x, c):
+    for layer in network.layers:
+        x = _layer_forward(layer, p, x, c)
+    return x
+
+
 class TorchVAE(nn.Module):
-    """The MLP VAE of ``vae.py`` in PyTorch, with the same configuration and parameters.
+    """The VAE of ``vae.py`` in PyTorch, with the same configuration and parameters.
 
     Example::
 
@@ -162,26 +195,33 @@ class TorchVAE(nn.Module):
     NumPy float32/float64; default: the configuration's, else float32). ``params``, if
     given, is a dict name -> array or tensor; otherwise the NumPy initialisation with
     ``seed`` is used, so ``TorchVAE(seed=s)`` equals ``TorchVAE.from_numpy(VAE(seed=s))``.
+    The networks are the NumPy model's (``networks.build_networks``), run with torch ops:
+    ``addmm`` for Linear, ``F.conv2d`` and ``F.conv_transpose2d`` for the convolutions.
 
     Parameters live in ``self.weights``, an ``nn.ParameterDict`` whose keys are the NumPy
     names with '.' replaced by '__'; ``self.params`` maps the NumPy names to them.
-    Public methods accept tensors or NumPy arrays and check them (shape, NaN, pixel range
-    for a Bernoulli decoder) like the NumPy model does.
+    Public methods accept tensors or NumPy arrays and check them (shape, NaN, pixel range,
+    labels) like the NumPy model does; a conditional model takes labels ``y`` last.
     """
 
     def __init__(
         self,
         input_dim=784,
-        hidden_dims=(400,),
+        hidden_dims=None,
         latent_dim=20,
         *,
         activation="relu",
         likelihood="bernoulli",
-        obs_var=1.0,
+        obs_var=None,
         beta=1.0,
         kl="auto",
         prior="standard",
         n_components=10,
+        architecture="mlp",
+        image_shape=None,
+        channels=None,
+        n_classes=None,
+        free_bits=0.0,
         seed=0,
         dtype=None,
         device=None,
@@ -192,16 +232,21 @@ class TorchVAE(nn.Module):
         if config is None:
             config = VAEConfig(
                 input_dim=input_dim,
-                hidden_dims=tuple(hidden_dims),
+                hidden_dims=hidden_dims,
                 latent_dim=latent_dim,
                 activation=activation,
                 likelihood=likelihood,
                 obs_var=obs_var,
-                beta=float(beta),
+                beta=beta,
                 kl=kl,
                 prior=prior,
                 n_components=n_components,
                 dtype=_dtype_name(torch.float32 if dtype is None else dtype),
+                architecture=architecture,
+                image_shape=image_shape,
+                channels=channels,
+                n_classes=n_classes,
+                free_bits=free_bits,
             )
         elif dtype is not None:
             config = replace(config, dtype=_dtype_name(dtype))
@@ -213,9 +258,12 @@ class TorchVAE(nn.Module):
                 name: value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
                 for name, value in params.items()
             }
-        # the NumPy model validates the configuration and the params, or draws fresh ones
+        # the NumPy model validates the configuration and the params, or draws fresh ones;
+        # its networks are the ones this model runs
         reference = VAE(config=config, params=params, seed=seed)
         self.config = config
+        self.encoder, self.decoder = reference.encoder, reference.decoder
+        self._reference = reference  # input checks shared with the NumPy model
         self.weights = nn.ParameterDict(
             {
                 _key(name): nn.Parameter(torch.tensor(value, dtype=torch_dtype, device=device))
@@ -272,6 +320,11 @@ class TorchVAE(nn.Module):
         return torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)
 
     def _check_x(self, x, name="x"):
+        if not isinstance(x, torch.Tensor):
+            self._reference._check_x(x, name)  # the NumPy model's checks and messages
+            return self._as_tensor(x)
+        if x.is_complex():
+            raise ValueError(f"{name} must hold real numbers, got a tensor of dtype {x.dtype}")
         x = self._as_tensor(x)
         d = self.config.input_dim
         if x.ndim != 2 or x.shape[1] != d:
@@ -280,94 +333,121 @@ class TorchVAE(nn.Module):
             raise ValueError(f"{name} is empty: expected at least one row")
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains NaN or infinite values")
-        if self.config.likelihood == "bernoulli":
+        if self.config.likelihood != "gaussian":
             lo, hi = float(x.min()), float(x.max())
             if lo < 0 or hi > 1:
                 raise ValueError(
-                    f"a Bernoulli decoder needs pixel values in [0, 1]; {name} ranges over "
-                    f"[{lo:.4g}, {hi:.4g}] (scale images by 1/255, or use likelihood='gaussian')"
+                    f"a {self.config.likelihood.replace('_', ' ')} decoder needs pixel values "
+                    f"in [0, 1]; {name} ranges over [{lo:.4g}, {hi:.4g}] (scale images by "
+                    "1/255, or use likelihood='gaussian')"
                 )
         return x
 
     def _check_latent(self, a, n, name):
+        if isinstance(a, torch.Tensor) and a.is_complex():
+            raise ValueError(f"{name} must hold real numbers, got a tensor of dtype {a.dtype}")
         a = self._as_tensor(a)
-        rows = a.shape[0] if (n is None and a.ndim > 0) else n
-        expected = (rows, self.latent_dim)
-        if a.ndim != 2 or tuple(a.shape) != expected:
-            raise ValueError(f"{name} must have shape {expected}, got {tuple(a.shape)}")
+        if n is None:
+            n = a.shape[0] if a.ndim == 2 else "N"
+        if a.ndim != 2 or tuple(a.shape) != (n, self.latent_dim):
+            raise ValueError(
+                f"{name} must have shape ({n}, {self.latent_dim}), got {tuple(a.shape)}"
+            )
         if not bool(torch.isfinite(a).all()):
             raise ValueError(f"{name} contains NaN or infinite values")
         return a
 
+    def _check_y(self, y, n):
+        """Labels (n,) -> one-hot tensor (n, K) on the device for a conditional model."""
+        if isinstance(y, torch.Tensor):
+            y = y.detach().cpu().numpy()
+        c = self._reference._check_y(y, n)  # the NumPy model's checks and messages
+        return None if c is None else self._as_tensor(c)
+
     # --- the forward pass (unchecked internals, used by the training step) ----------------
 
-    def _mlp(self, p, prefix, h):
-        act = torch.relu if self.config.activation == "relu" else torch.tanh
-        for i in range(len(self.config.hidden_dims)):
-            h = act(torch.addmm(p[f"{prefix}.{i}.b"], h, p[f"{prefix}.{i}.W"]))
-        return h
-
-    def _encode(self, p, x):
-        h = self._mlp(p, "enc", x)
+    def _encode(self, p, x, c):
+        h = _network_forward(self.encoder, p, x, c)
         mu = torch.addmm(p["enc.mu.b"], h, p["enc.mu.W"])
         log_var = torch.addmm(p["enc.log_var.b"], h, p["enc.log_var.W"])
         return mu, log_var
 
-    def _decode(self, p, z):
-        return torch.addmm(p["dec.out.b"], self._mlp(p, "dec", z), p["dec.out.W"])
+    def _decode(self, p, z, c):
+        return _network_forward(self.decoder, p, z, c)
 
     def _obs_log_var(self, p):
         if self.config.obs_var == "learned":
             return p["dec.log_var"]
         return math.log(self.config.obs_var)
 
+    def _log_likelihood(self, p, x, out):
+        if self.config.likelihood == "bernoulli":
+            # x * l - softplus(l) summed over pixels, computed without overflow
+            return -F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(dim=-1)
+        return _gaussian_log_density(x, out, self._obs_log_var(p))
+
     def _log_prior(self, p, z):
         if self.config.prior == "mixture":
             return _mixture_log_density(z, p["prior.means"], p["prior.log_vars"], p["prior.logits"])
         return _standard_normal_log_density(z)
 
-    def _per_example(self, x, eps, kl_mode):
-        """recon (N,) = -log p(x|z) and kl (N,) for x (N, D), eps (N, L); no input checks."""
+    def _forward(self, x, eps, kl_mode, c):
+        """recon (N,) = -log p(x|z), kl (N,) and (mu, log_var, z); no input checks."""
         p = self.params
-        mu, log_var = self._encode(p, x)
+        mu, log_var = self._encode(p, x, c)
         z = mu + torch.exp(0.5 * log_var) * eps  # the reparameterization
-        out = self._decode(p, z)
-        if self.config.likelihood == "bernoulli":
-            # -(x * l - softplus(l)) summed over pixels, computed without overflow
-            recon = F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(dim=-1)
-        else:
-            recon = -_gaussian_log_density(x, out, self._obs_log_var(p))
+        recon = -self._log_likelihood(p, x, self._decode(p, z, c))
         if kl_mode == "analytic":
             kl = _kl_standard_normal(mu, log_var)
         else:  # one-sample estimate log q(z|x) - log p(z) at the reparameterized z
             kl = _gaussian_log_density(z, mu, log_var) - self._log_prior(p, z)
-        return recon, kl
+        return recon, kl, (mu, log_var, z)
 
-    def _batch_loss(self, x, eps, beta):
+    def _per_example(self, x, eps, kl_mode, c=None):
+        """recon (N,) = -log p(x|z) and kl (N,) for x (N, D), eps (N, L); no input checks."""
+        return self._forward(x, eps, kl_mode, c)[:2]
+
+    def _charged_kl(self, kl, latent):
+        """The KL the loss charges, a scalar: the batch mean, or with free bits
+        sum_j max(free_bits, mean over the batch of KL_j)."""
+        if self.config.free_bits <= 0:
+            return kl.mean()
+        mu, log_var, z = latent
+        if self.config.kl_mode == "analytic":
+            per_dim = 0.5 * (mu * mu + torch.exp(log_var) - 1.0 - log_var)
+        else:  # log q - log p per dimension; the log 2 pi terms cancel
+            per_dim = 0.5 * (z * z - log_var - (z - mu) ** 2 * torch.exp(-log_var))
+        return torch.clamp(per_dim.mean(dim=0), min=self.config.free_bits).sum()
+
+    def _batch_loss(self, x, eps, beta, c=None):
         """(loss, recon, kl) batch means for the training step; ``beta`` a float or tensor."""
-        recon, kl = self._per_example(x, eps, self.config.kl_mode)
-        recon, kl = recon.mean(), kl.mean()
-        return recon + beta * kl, recon, kl
+        recon, kl, latent = self._forward(x, eps, self.config.kl_mode, c)
+        recon_mean = recon.mean()
+        return recon_mean + beta * self._charged_kl(kl, latent), recon_mean, kl.mean()
 
     # --- the public forward pass ----------------------------------------------------------
 
-    def encode(self, x):
-        """x (N, D) -> mu (N, L), log_var (N, L): the parameters of q(z|x)."""
-        return self._encode(self.params, self._check_x(x))
+    def encode(self, x, y=None):
+        """x (N, D) [, labels y (N,)] -> mu (N, L), log_var (N, L): the parameters of q(z|x)."""
+        x = self._check_x(x)
+        return self._encode(self.params, x, self._check_y(y, x.shape[0]))
 
-    def decode(self, z):
-        """z (N, L) -> Bernoulli logits (N, D), or the Gaussian mean (N, D)."""
-        return self._decode(self.params, self._check_latent(z, None, "z"))
+    def decode(self, z, y=None):
+        """z (N, L) [, labels y (N,)] -> the likelihood's parameters (N, D): logits, or the
+        Gaussian mean."""
+        z = self._check_latent(z, None, "z")
+        return self._decode(self.params, z, self._check_y(y, z.shape[0]))
 
-    def decode_mean(self, z):
-        """z (N, L) -> the decoder's pixel means (N, D): sigmoid(logits) for Bernoulli."""
-        return self._mean_from_out(self.decode(z))
+    def decode_mean(self, z, y=None):
+        """z (N, L) [, labels y (N,)] -> the decoder's pixel means (N, D)."""
+        return self._mean_from_out(self.decode(z, y))
 
-    def elbo_terms(self, x, eps, kl=None):
+    def elbo_terms(self, x, eps, y=None, *, kl=None):
         """Per-example ``recon`` (N,) = -log p(x|z) and ``kl`` (N,); kl=None uses the
         model's estimator, 'monte_carlo' gives log q(z|x) - log p(z) at the sampled z."""
         x = self._check_x(x)
         eps = self._check_latent(eps, x.shape[0], "eps")
+        c = self._check_y(y, x.shape[0])
         if kl is None:
             kl_mode = self.config.kl_mode
         elif kl in KL_MODES[1:]:
@@ -376,25 +456,28 @@ class TorchVAE(nn.Module):
             raise ValueError(f"unknown kl {kl!r}; expected one of {', '.join(KL_MODES[1:])}")
         if kl_mode == "analytic" and self.config.prior == "mixture":
             raise ValueError("the mixture prior has no analytic KL; use kl='monte_carlo'")
-        return self._per_example(x, eps, kl_mode)
+        return self._per_example(x, eps, kl_mode, c)
 
-    def loss(self, x, eps, beta=None):
+    def loss(self, x, eps, y=None, *, beta=None):
         """:class:`TorchLossTerms` of a batch: means over examples of recon, KL and
-        recon + beta * KL. x (N, D) data, eps (N, L) noise; ``beta`` overrides the
-        configured KL weight for this call (KL warm-up)."""
-        recon, kl = self.elbo_terms(x, eps)
-        beta = self.config.beta if beta is None else float(beta)
-        recon, kl = recon.mean(), kl.mean()
-        return TorchLossTerms(recon + beta * kl, recon, kl)
+        recon + beta * KL. x (N, D) data, eps (N, L) noise, y (N,) labels of a conditional
+        model; ``beta`` overrides the configured KL weight for this call (KL warm-up)."""
+        x = self._check_x(x)
+        eps = self._check_latent(eps, x.shape[0], "eps")
+        c = self._check_y(y, x.shape[0])
+        beta = self.config.beta if beta is None else check_beta(beta)
+        return TorchLossTerms(*self._batch_loss(x, eps, beta, c))
 
-    def forward(self, x, eps, beta=None):
+    def forward(self, x, eps, y=None, *, beta=None):
         """Same as :meth:`loss`."""
-        return self.loss(x, eps, beta)
+        return self.loss(x, eps, y, beta=beta)
 
     # --- using a trained model ------------------------------------------------------------
 
     def _mean_from_out(self, out):
-        return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out
+        if self.config.likelihood == "bernoulli":
+            return torch.sigmoid(out)
+        return out
 
     def _generator(self, seed):
         if isinstance(seed, torch.Generator):
@@ -416,23 +499,26 @@ class TorchVAE(nn.Module):
         return torch.randn((n, self.latent_dim), **kw)
 
     @torch.no_grad()
-    def sample(self, n, seed=0):
-        """Decode n draws from the prior; returns pixel means (n, D)."""
-        return self._mean_from_out(self._decode(self.params, self.sample_prior(n, seed)))
+    def sample(self, n, y=None, seed=0):
+        """Decode n draws from the prior; returns pixel means (n, D). A conditional model
+        needs labels y: (n,) integers, or one integer for all n."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive integer (how many samples), got {n!r}")
+        if y is not None and not isinstance(y, torch.Tensor) and np.ndim(y) == 0:
+            y = np.full(int(n), y)
+        c = self._check_y(y, int(n))
+        return self._mean_from_out(self._decode(self.params, self.sample_prior(n, seed), c))
 
     @torch.no_grad()
-    def reconstruct(self, x):
-        """Decode the posterior mean: x (N, D) -> pixel means (N, D)."""
-        mu, _ = self.encode(x)
-        return self._mean_from_out(self._decode(self.params, mu))
+    def reconstruct(self, x, y=None):
+        """Decode the posterior mean: x (N, D) [, labels y (N,)] -> pixel means (N, D)."""
+        x = self._check_x(x)
+        c = self._check_y(y, x.shape[0])
+        mu, _ = self._encode(self.params, x, c)
+        return self._mean_from_out(self._decode(self.params, mu, c))
 
     def extra_repr(self):
-        c = self.config
-        dims = " -> ".join(str(d) for d in (c.input_dim, *c.hidden_dims, c.latent_dim))
-        return (
-            f"{dims}, {c.activation}, {c.likelihood}, kl={c.kl_mode}, prior={c.prior}, "
-            f"beta={c.beta}, {c.dtype}, device={self.device}"
-        )
+        return f"{self._reference!r}, device={self.device}"
 
 
 # --- checkpoints and evaluation -----------------------------------------------------------
@@ -455,20 +541,23 @@ def load(path, device=None, dtype=None):
 
 
 @torch.no_grad()
-def negative_elbo(model, x, seed=0, batch_size=1000):
+def negative_elbo(model, x, seed=0, batch_size=1000, y=None):
     """Mean over examples of recon + KL (beta = 1), as
     :func:`vae_from_scratch.evaluate.negative_elbo`, with the very same noise (drawn by
     NumPy from ``seed``), so both backends report the same figure for the same parameters.
-    Returns (nelbo, recon, kl) as floats; the host waits for the device once."""
+    ``y``: labels of a conditional model. Returns (nelbo, recon, kl) as floats; the host
+    waits for the device once."""
     x = model._check_x(x)
+    c = model._check_y(y, x.shape[0])
     rng = np.random.default_rng(seed)
     np_dtype = np.dtype(model.config.dtype)
     recon_sum = torch.zeros((), dtype=torch.float64, device=model.device)
     kl_sum = torch.zeros((), dtype=torch.float64, device=model.device)
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size]
+        cb = None if c is None else c[start : start + batch_size]
         eps = rng.standard_normal((xb.shape[0], model.latent_dim)).astype(np_dtype)
-        recon, kl = model._per_example(xb, model._as_tensor(eps), model.config.kl_mode)
+        recon, kl = model._per_example(xb, model._as_tensor(eps), model.config.kl_mode, cb)
         recon_sum += recon.sum(dtype=torch.float64)
         kl_sum += kl.sum(dtype=torch.float64)
     n = x.shape[0]
