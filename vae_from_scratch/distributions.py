@@ -289,11 +289,11 @@ def cb_log_norm(logits):
     **Why binary cross-entropy on grey pixels is not a density.** The Bernoulli term alone
     integrates over $x\in[0,1]$ to $\frac{2\pi-1}{\log(\pi/(1-\pi))} = 1/C(\pi) \le 1/2$
     (lesson 05): it is missing at least a factor 2, and a factor that depends on the decoder's
-    output $\pi$, so its "log-likelihood" cannot be compared with a true density's. The
-    missing factor is largest at $\pi = 1/2$, so the fit is biased towards grey: for a pixel
-    value $x$ the cross-entropy is best at $\pi = x$, while the continuous Bernoulli is best
-    where its *mean* is $x$, at a $\lambda$ further from 1/2. Adding $\log C(l)$ is exactly
-    the correction.
+    output $\pi$, so its "log-likelihood" cannot be compared with a true density's. Its
+    total mass $1/C(\pi)$ is largest at $\pi = 1/2$, so maximizing it favours $\pi$ near
+    1/2: for a pixel value $x$ the cross-entropy is best at $\pi = x$, while the continuous
+    Bernoulli fitted to the same $x$ puts its *mean* at $x$, with $\lambda$ further from 1/2.
+    Adding $\log C(l)$ is exactly the correction.
 
     **Gradients.** $\frac{d}{dl}\log C = \frac1l - \frac{1}{2}\frac{\mathrm{sech}^2(l/2)}
     {\tanh(l/2)} = \frac1l - \frac{1}{\sinh l}$ (0 at $l=0$), and
