@@ -186,3 +186,216 @@ def mixture_log_density_backward(dout, z, means, log_vars, logits):
     pi = np.exp(logits - logsumexp(logits, axis=0))
     dlogits = w.sum(axis=0) - dout.sum() * pi
     return dz, dmeans, dlog_vars, dlogits
+
+
+# --- continuous Bernoulli likelihood with logits ---------------------------------------------
+#
+# CB(x; l) is the density on [0, 1] proportional to exp(l x); it has the shape of the
+# Bernoulli "likelihood" of a grey pixel, and is normalized. log C(l), its derivative and
+# the mean are each a closed form that is 0/0 or loses digits to cancellation near l = 0, so
+# below |l| = CB_TAYLOR_BELOW each is summed from its Taylor series instead (derivations in
+# :func:`cb_log_norm`). Each branch is evaluated only on the entries that use it.
+
+#: |logit| below which log C, its derivative and the mean come from their Taylor series.
+#: The closed form of the derivative, 1/l - 1/sinh(l), cancels: it loses about
+#: log10(6 / l^2) digits, ~1 ulp at |l| = 1 but 4 digits at |l| = 0.01, and the mean's
+#: 1/(1 - exp(-l)) - 1/l loses log10(4 / |l|). At |l| = 1 the closed forms are accurate to a
+#: few ulp, and the series, which converge for |l| < pi (2 pi for the mean), need 11 to 18
+#: terms to reach 2^-60 there. One threshold for all three keeps them consistent.
+CB_TAYLOR_BELOW = 1.0
+
+
+def _cb_series(tol=2.0**-60):
+    """Taylor coefficients around l = 0, from the Bernoulli numbers B_2n, exact until the
+    final rounding. Returns three tuples of floats, lowest power first, each cut where a
+    term at |l| = CB_TAYLOR_BELOW falls below ``tol``:
+
+      log C(l) - log 2 = sum_n (4^n - 2) B_2n / (2n (2n)!) l^(2n)     (coefficients of u^(n-1)
+      d log C / dl     = sum_n (4^n - 2) B_2n / (2n)!      l^(2n-1)    with u = l^2, after
+      mean - 1/2       = sum_n           B_2n / (2n)!      l^(2n-1)    dividing by l^2 or l)
+    """
+    from fractions import Fraction
+    from math import comb, factorial
+
+    n_max = 40  # far more than needed at |l| = 1: the terms shrink like (1/pi)^(2n)
+    bern = [Fraction(1)]
+    for m in range(1, 2 * n_max + 1):  # sum_{k<=m} C(m+1, k) B_k = 0
+        bern.append(-sum(comb(m + 1, k) * bern[k] for k in range(m)) / (m + 1))
+
+    def cut(coef, power):
+        terms = [coef(n) for n in range(1, n_max + 1)]
+        keep = [abs(c) * CB_TAYLOR_BELOW ** power(n) >= tol for n, c in enumerate(terms, 1)]
+        return tuple(float(c) for c in terms[: keep.index(False)])
+
+    log_norm = cut(lambda n: (4**n - 2) * bern[2 * n] / (2 * n * factorial(2 * n)), lambda n: 2 * n)
+    grad = cut(lambda n: (4**n - 2) * bern[2 * n] / factorial(2 * n), lambda n: 2 * n - 1)
+    mean = cut(lambda n: bern[2 * n] / factorial(2 * n), lambda n: 2 * n - 1)
+    return log_norm, grad, mean
+
+
+_CB_LOG_NORM_SERIES, _CB_LOG_NORM_GRAD_SERIES, _CB_MEAN_SERIES = _cb_series()
+LOG_2 = float(np.log(2.0))
+
+
+def _cb_float(logits):
+    """``logits`` as a floating array (integers become float64; float32 stays float32)."""
+    logits = np.asarray(logits)
+    return logits if logits.dtype.kind == "f" else logits.astype(np.float64)
+
+
+def _cb_branches(logits, taylor, closed):
+    """taylor(l) on the entries with |l| < CB_TAYLOR_BELOW, closed(l) on the others, each
+    computed only on its own entries (so neither sees an input it cannot handle)."""
+    l = _cb_float(logits)
+    small = np.abs(l) < CB_TAYLOR_BELOW
+    out = np.empty_like(l)
+    out[small] = taylor(l[small])
+    out[~small] = closed(l[~small])
+    return out[()]  # a NumPy scalar for a scalar input, like a ufunc
+
+
+def _cb_even_series(l, coefs):
+    """(u, sum_k coefs[k] u^k) with u = l^2, by Horner. u is set to 0 where l^2 < eps: there
+    the u-terms change nothing at working precision, and skipping them keeps l^2 (and the
+    products of u with the small coefficients) from underflowing."""
+    l = np.where(np.abs(l) < np.sqrt(np.finfo(l.dtype).eps), 0, l)
+    u = l * l
+    p = np.zeros_like(u)
+    for c in reversed(coefs):
+        p = p * u + c
+    return u, p
+
+
+def _cb_exp_neg(a):
+    """exp(-a) for a >= 1, set to 0 where it would be below sqrt(tiny): there it is far
+    below round-off of every closed form here, and its square cannot underflow."""
+    cutoff = -0.5 * np.log(np.finfo(a.dtype).tiny)
+    return np.where(a > cutoff, 0, np.exp(-np.minimum(a, cutoff)))
+
+
+def cb_log_norm(logits):
+    r"""log C(l), the log normalizing constant of the continuous Bernoulli, elementwise.
+
+    logits (any shape) -> same shape and dtype. log C(0) = log 2; stable for every l.
+
+    **The density.** For a pixel x in [0, 1] and lambda = sigmoid(l) in (0, 1),
+
+    $$\mathcal{CB}(x;\lambda) = C(\lambda)\,\lambda^x (1-\lambda)^{1-x},\qquad
+      \frac{1}{C(\lambda)} = \int_0^1 \lambda^x (1-\lambda)^{1-x}\,dx .$$
+
+    With $l = \log\frac{\lambda}{1-\lambda}$, $\lambda^x(1-\lambda)^{1-x} = (1-\lambda)e^{lx}$ and
+    $\int_0^1 e^{lx}dx = \frac{e^l-1}{l}$, so $\frac{1}{C} = \frac{(1-\lambda)(e^l-1)}{l}
+    = \frac{2\lambda-1}{l}$, i.e.
+
+    $$C(\lambda) = \frac{\log\frac{\lambda}{1-\lambda}}{2\lambda-1}, \qquad
+      C(l) = \frac{l}{\tanh(l/2)} \quad (2\sigma(l)-1 = \tanh(l/2)),\qquad C(0) = 2 .$$
+
+    In logits, using $\log(1-\sigma(l)) = -\mathrm{softplus}(l)$,
+
+    $$\log \mathcal{CB}(x; l) = \underbrace{x\,l - \mathrm{softplus}(l)}_{\text{Bernoulli}}
+      + \log C(l) = x\,l - A(l),\qquad A(l) = \log\frac{e^l-1}{l},$$
+
+    an exponential family with natural parameter $l$ and log-partition $A$ ($A(0) = 0$).
+
+    **Why binary cross-entropy on grey pixels is not a density.** The Bernoulli term alone
+    integrates over $x\in[0,1]$ to $\frac{2\pi-1}{\log(\pi/(1-\pi))} = 1/C(\pi) \le 1/2$
+    (lesson 05): it is missing at least a factor 2, and a factor that depends on the decoder's
+    output $\pi$, so its "log-likelihood" cannot be compared with a true density's. Its
+    total mass $1/C(\pi)$ is largest at $\pi = 1/2$, so maximizing it favours $\pi$ near
+    1/2: for a pixel value $x$ the cross-entropy is best at $\pi = x$, while the continuous
+    Bernoulli fitted to the same $x$ puts its *mean* at $x$, with $\lambda$ further from 1/2.
+    Adding $\log C(l)$ is exactly the correction.
+
+    **Gradients.** $\frac{d}{dl}\log C = \frac1l - \frac{1}{2}\frac{\mathrm{sech}^2(l/2)}
+    {\tanh(l/2)} = \frac1l - \frac{1}{\sinh l}$ (0 at $l=0$), and
+
+    $$\frac{\partial}{\partial l}\log\mathcal{CB}(x;l) = x - \sigma(l) + \frac1l - \frac1{\sinh l}
+      = x - A'(l),\qquad A'(l) = \mathbb{E}[x] = \frac{1}{1-e^{-l}} - \frac1l ,$$
+
+    the mean of the distribution (1/2 at $l=0$), which is not $\lambda$: it lies between
+    1/2 and $\lambda$ (e.g. $\lambda = 0.9$ gives a mean of 0.67).
+
+    **Stable evaluation.** $C(-l) = C(l)$, and $\log\frac{|l|}{\tanh(|l|/2)}$ neither
+    overflows ($\tanh \to 1$, $\log C \approx \log|l|$) nor cancels. It is 0/0 only at
+    $l = 0$, so below $|l| = $ ``CB_TAYLOR_BELOW`` the series
+    $\log C(l) = \log 2 + \sum_{n\ge1}\frac{(4^n-2)B_{2n}}{2n\,(2n)!}l^{2n}
+    = \log 2 + \frac{l^2}{12} - \frac{7l^4}{1440} + \dots$ is summed instead
+    ($B_{2n}$: Bernoulli numbers; from $\log C = \mathrm{softplus}(l) - A(l)$ and the series of
+    $\log\cosh$ and of $t/(e^t-1)$). Its derivative and the mean share that threshold
+    (see ``CB_TAYLOR_BELOW``).
+    """
+
+    def taylor(l):
+        u, p = _cb_even_series(l, _CB_LOG_NORM_SERIES)
+        return LOG_2 + u * p
+
+    def closed(l):
+        a = np.abs(l)
+        return np.log(a / np.tanh(0.5 * a))
+
+    return _cb_branches(logits, taylor, closed)
+
+
+def cb_log_norm_grad(logits):
+    """d log C / dl = 1/l - 1/sinh(l), elementwise (derivation in :func:`cb_log_norm`).
+
+    logits (any shape) -> same shape and dtype; odd, 0 at l = 0, about 1/l for large |l|.
+    (For |l| < 6 x the smallest normal number, l/6 is subnormal and NumPy's underflow flag
+    is set, which is silent unless asked for with np.errstate.)
+    Closed form above ``CB_TAYLOR_BELOW``, with 1/sinh(a) = 2 e^-a / (1 - e^-2a) so that
+    nothing overflows; below it the series l/6 - 7 l^3/360 + ..., since 1/l - 1/sinh(l)
+    cancels there.
+    """
+
+    def taylor(l):
+        return l * _cb_even_series(l, _CB_LOG_NORM_GRAD_SERIES)[1]
+
+    def closed(l):
+        a = np.abs(l)
+        e = _cb_exp_neg(a)
+        return np.sign(l) * (1 / a - 2 * e / (1 - e * e))
+
+    return _cb_branches(logits, taylor, closed)
+
+
+def continuous_bernoulli_mean(logits):
+    """E[x] under CB(x; l) = A'(l) = 1/(1 - exp(-l)) - 1/l, elementwise; 1/2 at l = 0.
+
+    logits (any shape) -> same shape and dtype, in (0, 1). It is not sigmoid(l): it lies
+    between 1/2 and sigmoid(l). mean(-l) = 1 - mean(l). For |l| >= ``CB_TAYLOR_BELOW``,
+    m = 1/|l| - e^-|l| / (1 - e^-|l|) (the mean at -|l|, which is small and is computed
+    without subtracting from 1) and the mean is m for l < 0, 1 - m for l > 0; below, the
+    series 1/2 + l/12 - l^3/720 + ... (that of t/(e^t - 1)).
+    """
+
+    def taylor(l):
+        # below eps, l/12 is under half an ulp of 1/2 (and l * ... could underflow)
+        l_used = np.where(np.abs(l) < np.finfo(l.dtype).eps, 0, l)
+        return 0.5 + l_used * _cb_even_series(l, _CB_MEAN_SERIES)[1]
+
+    def closed(l):
+        a = np.abs(l)
+        e = _cb_exp_neg(a)
+        m = 1 / a - e / (1 - e)
+        return np.where(l < 0, m, 1 - m)
+
+    return _cb_branches(logits, taylor, closed)
+
+
+def continuous_bernoulli_log_likelihood(x, logits):
+    """log CB(x; sigmoid(logits)), summed over D.  x in [0, 1], logits (N, D) -> (N,).
+
+    = x l - softplus(l) + log C(l): the Bernoulli log-likelihood of
+    :func:`bernoulli_log_likelihood` plus the log normalizing constant that makes it a
+    density on [0, 1] (:func:`cb_log_norm`).
+    """
+    return bernoulli_log_likelihood(x, logits) + np.sum(cb_log_norm(logits), axis=-1)
+
+
+def continuous_bernoulli_log_likelihood_backward(dout, x, logits):
+    """dout (N,) -> dlogits (N, D).
+
+    d/dl (x l - softplus(l) + log C(l)) = x - sigmoid(l) + 1/l - 1/sinh(l) = x - mean(l),
+    the data minus the distribution's mean (exponential family: d/dl (x l - A(l))).
+    """
+    return dout[:, None] * (x - continuous_bernoulli_mean(logits))

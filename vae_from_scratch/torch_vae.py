@@ -139,6 +139,56 @@ def _kl_standard_normal(mu, log_var):
     return 0.5 * torch.sum(mu * mu + torch.exp(log_var) - 1.0 - log_var, dim=-1)
 
 
+def _cb_series_in_u(u, coefs):
+    """sum_k coefs[k] u^k by Horner."""
+    p = torch.zeros_like(u)
+    for c in reversed(coefs):
+        p = p * u + c
+    return p
+
+
+def _cb_split(logits):
+    """(small, l_small, a_large): the Taylor-branch mask |l| < CB_TAYLOR_BELOW, the logits
+    with the other entries set to 0, and |l| with the small entries set to the threshold.
+    Each branch of a torch.where sees only inputs it handles, so neither branch sends NaN or
+    inf back through autograd from the entries it does not own."""
+    from vae_from_scratch.distributions import CB_TAYLOR_BELOW
+
+    small = logits.abs() < CB_TAYLOR_BELOW
+    l_small = torch.where(small, logits, 0.0)
+    a_large = torch.where(small, CB_TAYLOR_BELOW, logits.abs())
+    return small, l_small, a_large
+
+
+def _cb_log_norm(logits):
+    """log C(l) of the continuous Bernoulli, elementwise: log(|l| / tanh(|l|/2)), from its
+    Taylor series below CB_TAYLOR_BELOW (distributions.cb_log_norm)."""
+    from vae_from_scratch.distributions import _CB_LOG_NORM_SERIES
+
+    small, l, a = _cb_split(logits)
+    u = l * l
+    taylor = math.log(2.0) + u * _cb_series_in_u(u, _CB_LOG_NORM_SERIES)
+    return torch.where(small, taylor, torch.log(a / torch.tanh(0.5 * a)))
+
+
+def _continuous_bernoulli_log_prob(x, logits):
+    """log CB(x; l) = x l - softplus(l) + log C(l), summed over the last dim: (N, D) -> (N,)."""
+    bernoulli = -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    return torch.sum(bernoulli + _cb_log_norm(logits), dim=-1)
+
+
+def _continuous_bernoulli_mean(logits):
+    """E[x] = 1/(1 - exp(-l)) - 1/l, elementwise; 1/2 + l/12 - ... below CB_TAYLOR_BELOW
+    (distributions.continuous_bernoulli_mean)."""
+    from vae_from_scratch.distributions import _CB_MEAN_SERIES
+
+    small, l, a = _cb_split(logits)
+    taylor = 0.5 + l * _cb_series_in_u(l * l, _CB_MEAN_SERIES)
+    e = torch.exp(-a)
+    m = 1.0 / a - e / (1.0 - e)  # the mean at -|l|
+    return torch.where(small, taylor, torch.where(logits < 0, m, 1.0 - m))
+
+
 # --- the model ----------------------------------------------------------------------------
 
 
