@@ -25,6 +25,8 @@ CASES = {
                                obs_var=0.5, kl="monte_carlo"),
     "mlp-mixture": dict(hidden_dims=(5,), latent_dim=2, prior="mixture", n_components=2),
     "mlp-no-hidden": dict(hidden_dims=(), latent_dim=2),
+    "mlp-cb-mc": dict(hidden_dims=(5,), latent_dim=2, likelihood="continuous_bernoulli",
+                      kl="monte_carlo"),
 }
 
 

@@ -85,6 +85,11 @@ CONFIGS = [
         ),
     ),
     ("h75-tanh-bern-analytic-L20", dict(hidden_dims=(7, 5), activation="tanh", latent_dim=20)),
+    ("h5-relu-cb-analytic-L2", dict(hidden_dims=(5,), likelihood="continuous_bernoulli",
+                                    latent_dim=2)),
+    ("h75-tanh-cb-mixture-L3", dict(hidden_dims=(7, 5), activation="tanh",
+                                    likelihood="continuous_bernoulli", prior="mixture",
+                                    n_components=3, latent_dim=3, beta=0.6)),
     (
         "h5-relu-gauss-fixed-mc-L1",
         dict(hidden_dims=(5,), likelihood="gaussian", obs_var=2.0, kl="monte_carlo", latent_dim=1),
@@ -149,6 +154,16 @@ def test_loss_and_every_gradient_match_numpy(kwargs, dtype):
     tvae = TorchVAE.from_numpy(vae, device="cpu")
     assert tvae.dtype == {np.float64: torch.float64, np.float32: torch.float32}[dtype]
     assert_parity(vae, tvae, x, eps, TOL[dtype])
+
+
+def test_continuous_bernoulli_parity_near_zero_logits():
+    vae = VAE(12, (5,), 2, likelihood="continuous_bernoulli", seed=3, dtype=np.float64)
+    rng = np.random.default_rng(7)
+    vae.params["dec.out.W"] = 1e-5 * rng.standard_normal((5, 12))
+    vae.params["dec.out.b"] = 1e-5 * rng.standard_normal(12)
+    x, eps = rng.random((9, 12)), rng.standard_normal((9, 2))
+    assert np.abs(vae.decode(vae.encode(x)[0])).max() < 1e-4
+    assert_parity(vae, TorchVAE.from_numpy(vae, device="cpu"), x, eps, 1e-10)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])

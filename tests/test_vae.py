@@ -45,6 +45,9 @@ def _reference_terms(vae, x, eps):
     x = x.astype(np.float64)
     if cfg.likelihood == "bernoulli":
         log_px = x * _log_sigmoid(out) + (1 - x) * _log_sigmoid(-out)
+    elif cfg.likelihood == "continuous_bernoulli":
+        # the density proportional to exp(l x) on [0, 1]: x l - log((e^l - 1) / l)
+        log_px = x * out - np.log(np.expm1(out) / out)
     else:
         obs_var = np.exp(p["dec.log_var"]) if cfg.obs_var == "learned" else cfg.obs_var
         log_px = _log_normal(x, out, obs_var)
@@ -73,6 +76,8 @@ CONFIGS = {
     "gaussian-fixed": dict(likelihood="gaussian", obs_var=0.25),
     "gaussian-learned-mc": dict(likelihood="gaussian", obs_var="learned", kl="monte_carlo"),
     "mixture": dict(likelihood="bernoulli", prior="mixture", n_components=3),
+    "cb-analytic": dict(likelihood="continuous_bernoulli"),
+    "cb-mixture": dict(likelihood="continuous_bernoulli", prior="mixture", n_components=2),
     "mixture-tanh-gaussian": dict(likelihood="gaussian", obs_var="learned", prior="mixture",
                                   n_components=2, activation="tanh"),
 }
@@ -88,7 +93,7 @@ def _model(name, dtype=np.float64, beta=0.3, hidden=(7, 5), latent=3, seed=0):
 
 
 def _data_for(vae, n=5, seed=0):
-    if vae.config.likelihood == "bernoulli":
+    if vae.config.likelihood != "gaussian":
         return _x01(n, seed, vae.dtype)
     return (2 * _rng(seed).standard_normal((n, D))).astype(vae.dtype)
 

@@ -23,7 +23,7 @@ INPUT_DIM = 6
 N = 3
 
 AXES = {
-    "likelihood": ["bernoulli", "gaussian-fixed", "gaussian-learned"],
+    "likelihood": ["bernoulli", "gaussian-fixed", "gaussian-learned", "continuous-bernoulli"],
     "kl": ["analytic", "monte_carlo"],
     "latent_dim": [1, 2, 20],
     "hidden_dims": [(5,), (7, 5)],
@@ -61,6 +61,7 @@ def _likelihood_kwargs(name):
         "bernoulli": dict(likelihood="bernoulli"),
         "gaussian-fixed": dict(likelihood="gaussian", obs_var=0.5),
         "gaussian-learned": dict(likelihood="gaussian", obs_var="learned"),
+        "continuous-bernoulli": dict(likelihood="continuous_bernoulli"),
     }[name]
 
 
@@ -74,7 +75,7 @@ def _make(case, seed=1, n_components=3, prior="standard"):
     for name in ("dec.log_var", "prior.log_vars", "prior.logits"):
         if name in vae.params:
             vae.params[name] = 0.3 * rng.standard_normal(vae.params[name].shape)
-    if vae.config.likelihood == "bernoulli":
+    if vae.config.likelihood != "gaussian":
         x = rng.random((N, INPUT_DIM))
     else:
         x = rng.standard_normal((N, INPUT_DIM))
@@ -201,3 +202,34 @@ def test_a_wrong_kl_backward_is_detected(monkeypatch):
     errors = check_model_gradients(vae, x, eps)
     assert errors["enc.mu.W"] > 1e-3 and errors["enc.mu.b"] > 1e-3
     assert errors["dec.out.W"] < TOL
+
+
+# --- the continuous Bernoulli where its closed form is 0/0 --------------------------------------
+
+
+def test_continuous_bernoulli_gradients_near_zero_logits():
+    """Half the pixels get logits within 1e-4 of 0, where log C and its gradient come from
+    their Taylor series (their output weights are tiny; the other half's are not, so the
+    gradients upstream stay large enough for central differences to resolve)."""
+    vae = VAE(INPUT_DIM, (5,), 2, likelihood="continuous_bernoulli", seed=3, dtype=np.float64)
+    rng = np.random.default_rng(7)
+    near = slice(0, INPUT_DIM // 2)
+    vae.params["dec.out.W"][:, near] = 1e-5 * rng.standard_normal((5, INPUT_DIM // 2))
+    vae.params["dec.out.b"][near] = 1e-5 * rng.standard_normal(INPUT_DIM // 2)
+    x, eps = rng.random((N, INPUT_DIM)), rng.standard_normal((N, 2))
+    z = vae.encode(x)[0] + np.exp(0.5 * vae.encode(x)[1]) * eps
+    logits = vae.decode(z)
+    assert np.abs(logits[:, near]).max() < 1e-4 and np.abs(logits[:, INPUT_DIM // 2:]).min() > 0
+    errors = check_model_gradients(vae, x, eps)
+    bad = {k: v for k, v in errors.items() if not v < TOL}
+    assert not bad, bad
+
+
+def test_continuous_bernoulli_reconstructs_with_its_mean_not_lambda():
+    vae = VAE(INPUT_DIM, (5,), 2, likelihood="continuous_bernoulli", seed=0, dtype=np.float64)
+    vae.params["dec.out.b"] += 3.0  # logits far from 0, where mean and lambda differ most
+    x = np.random.default_rng(0).random((4, INPUT_DIM))
+    logits = vae.decode(vae.encode(x)[0])
+    mean = vae.reconstruct(x)
+    np.testing.assert_allclose(mean, 1 / (1 - np.exp(-logits)) - 1 / logits, rtol=1e-12)
+    assert np.all(mean < 1 / (1 + np.exp(-logits)))  # between 1/2 and lambda

@@ -434,6 +434,8 @@ class TorchVAE(nn.Module):
         if self.config.likelihood == "bernoulli":
             # x * l - softplus(l) summed over pixels, computed without overflow
             return -F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(dim=-1)
+        if self.config.likelihood == "continuous_bernoulli":
+            return _continuous_bernoulli_log_prob(x, out)
         return _gaussian_log_density(x, out, self._obs_log_var(p))
 
     def _log_prior(self, p, z):
@@ -527,6 +529,8 @@ class TorchVAE(nn.Module):
     def _mean_from_out(self, out):
         if self.config.likelihood == "bernoulli":
             return torch.sigmoid(out)
+        if self.config.likelihood == "continuous_bernoulli":
+            return _continuous_bernoulli_mean(out)
         return out
 
     def _generator(self, seed):

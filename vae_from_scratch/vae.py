@@ -33,7 +33,7 @@ from vae_from_scratch.layers import Linear, sigmoid
 from vae_from_scratch.networks import Layer, build_networks
 
 ACTIVATIONS = ("relu", "tanh")
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
 KL_MODES = ("auto", "analytic", "monte_carlo")
 PRIORS = ("standard", "mixture")
 ARCHITECTURES = ("mlp", "conv")
@@ -456,12 +456,16 @@ class VAE:
         """log p(x|z) per example (N,) from the decoder's output."""
         if self.config.likelihood == "bernoulli":
             return dist.bernoulli_log_likelihood(x, out)
+        if self.config.likelihood == "continuous_bernoulli":
+            return dist.continuous_bernoulli_log_likelihood(x, out)
         return dist.gaussian_log_density(x, out, self._obs_log_var())
 
     def _log_likelihood_backward(self, dout, x, out, grads):
         """dout (N,) -> d out (N, D); a learned variance's gradient goes into ``grads``."""
         if self.config.likelihood == "bernoulli":
             return dist.bernoulli_log_likelihood_backward(dout, x, out)
+        if self.config.likelihood == "continuous_bernoulli":
+            return dist.continuous_bernoulli_log_likelihood_backward(dout, x, out)
         _, d_out, d_obs = dist.gaussian_log_density_backward(dout, x, out, self._obs_log_var())
         if self.config.obs_var == "learned":
             grads["dec.log_var"] = d_obs.sum(axis=0)
@@ -592,8 +596,12 @@ class VAE:
     # --- using a trained model ----------------------------------------------------------------
 
     def _mean_from_out(self, out):
+        """The mean of p(x|z) from the decoder's output: sigmoid(logits) for the Bernoulli;
+        for the continuous Bernoulli its mean, which is not sigmoid(logits) (lesson 09)."""
         if self.config.likelihood == "bernoulli":
             return sigmoid(out)
+        if self.config.likelihood == "continuous_bernoulli":
+            return dist.continuous_bernoulli_mean(out)
         return out
 
     def decode_mean(self, z, y=None):
