@@ -440,3 +440,37 @@ def test_the_same_calls_with_good_input_raise_nothing():
     Conv2d.forward(_x(1, 1, 3, 3), _x(2, 1, 5, 3), _x(2), padding=1)
     ConvTranspose2d.forward(_x(1, 1, 5, 5), _x(1, 2, 3, 3), _x(2), stride=2, output_padding=1)
     ConvTranspose2d.forward(_x(1, 1, 1, 1), _x(1, 2, 3, 3), _x(2), stride=1, padding=1)
+
+
+# -- scratch arrays ---------------------------------------------------------------------------
+
+
+def test_reused_padding_buffers_leave_nothing_behind():
+    """A padded buffer of the same size but a wider interior, filled first, must not leak
+    into a later call with more padding (the buffers are keyed by size and padding)."""
+    rng = np.random.default_rng(13)
+    wide = rng.standard_normal((2, 3, 14, 14))  # padded to 16 with padding 1
+    narrow = rng.standard_normal((2, 3, 12, 12))  # padded to 16 with padding 2
+    im2col(wide, 3, 3, 1, 1)
+    cols = im2col(narrow, 3, 3, 1, 2)
+    x_pad = np.pad(narrow, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    expected = np.stack([x_pad[:, :, i : i + 14, j : j + 14]
+                         for i in range(3) for j in range(3)])  # (9, N, C, 14, 14)
+    expected = expected.reshape(3, 3, 2, 3, 14, 14).transpose(3, 0, 1, 4, 5, 2)
+    np.testing.assert_array_equal(cols, expected.reshape(27, 14 * 14 * 2))
+
+
+def test_scratch_stays_within_its_budget(monkeypatch):
+    from vae_from_scratch import conv
+
+    scratch = conv._Scratch()
+    monkeypatch.setattr(conv._Scratch, "MAX_BYTES", 20_000)
+    for n in range(1, 30):
+        a = scratch.get("cols", (n, 50), np.float32)
+        assert a.shape == (n, 50) and a.dtype == np.float32
+        assert sum(v.nbytes for v in scratch.arrays.values()) <= 20_000
+    assert len(scratch.arrays) < 29  # the oldest were dropped
+    assert scratch.get("cols", (29, 50), np.float32) is a  # the most recent is kept
+    assert scratch.get("cols", (29, 50), np.float64) is not a
+    big = scratch.get("cols", (100, 100), np.float64)  # 80 kB: handed out, not kept
+    assert big.shape == (100, 100) and all(v is not big for v in scratch.arrays.values())

@@ -38,11 +38,16 @@ input gradients are therefore NCHW *views* of (C, H, W, N)-ordered memory: NumPy
 them like any array, and the next layer reads them without a copy. An input in plain NCHW
 order costs one transposing copy; ``np.ascontiguousarray`` gives a C-ordered copy of an
 output where one is wanted (``reshape(N, -1)`` to flatten makes it anyway).
+
+The large temporaries that never leave a call (a zero-padded input, the dcols of a backward,
+the cols of a transposed convolution) live in per-thread scratch arrays that are reused from
+call to call (:class:`_Scratch`); everything returned or cached is a fresh array.
 """
 
 from __future__ import annotations
 
 import operator
+import threading
 
 import numpy as np
 
@@ -183,6 +188,42 @@ def _check_dout(dout, shape, dtype):
     return dout.astype(dtype, copy=False)
 
 
+# -- scratch arrays ---------------------------------------------------------------------------
+
+
+class _Scratch(threading.local):
+    """Per-thread scratch arrays for the large temporaries that never leave a call: the
+    zero-padded input inside im2col, the dcols of Conv2d's backward, the cols of
+    ConvTranspose2d's forward and backward. Allocating them afresh each step costs more
+    than the copies into them (the OS hands out and zeroes new pages every time), so they
+    are reused. Nothing returned or cached ever points into one, and every use overwrites
+    what it reads, so results do not depend on what was there before. Keyed by role, shape
+    and dtype; the least recently used are dropped beyond ``MAX_BYTES`` in all.
+    """
+
+    MAX_BYTES = 256 * 2**20
+
+    def __init__(self):
+        self.arrays = {}  # key -> array, least recently used first
+
+    def get(self, role, shape, dtype, zeros=False):
+        """An array of ``shape`` and ``dtype`` for ``role``; all zeros when first made if
+        ``zeros``. The caller must write every entry it reads, except the zeros it relies on.
+        """
+        key = (role, tuple(shape), np.dtype(dtype))
+        array = self.arrays.pop(key, None)
+        if array is None:
+            array = np.zeros(shape, dtype) if zeros else np.empty(shape, dtype)
+        if array.nbytes <= self.MAX_BYTES:
+            while sum(a.nbytes for a in self.arrays.values()) + array.nbytes > self.MAX_BYTES:
+                del self.arrays[next(iter(self.arrays))]
+            self.arrays[key] = array
+        return array
+
+
+_SCRATCH = _Scratch()
+
+
 # -- im2col and its adjoint -------------------------------------------------------------------
 
 
@@ -191,8 +232,8 @@ def _window(start, stride, count):
     return slice(start, start + stride * (count - 1) + 1, stride)
 
 
-def im2col(x, kH, kW, stride, padding):
-    """Every (kH, kW) patch of x as a column.
+def im2col(x, kH, kW, stride, padding, out=None):
+    """Every (kH, kW) patch of x as a column (into ``out``, a (K, M) array, if given).
 
     x (N, C, H, W) -> cols (C*kH*kW, H_out*W_out*N) with
 
@@ -211,15 +252,23 @@ def im2col(x, kH, kW, stride, padding):
     Wo = conv2d_output_size(W, kW, sw, pw)
     xt = x.transpose(1, 2, 3, 0)  # (C, H, W, N); free when x came from this module
     if ph or pw:
-        xp = np.zeros((C, H + 2 * ph, W + 2 * pw, N), dtype=x.dtype)
+        # Only the interior is ever written, so the border stays zero from creation on.
+        xp = _SCRATCH.get(("pad", H, W, ph, pw), (C, H + 2 * ph, W + 2 * pw, N), x.dtype,
+                          zeros=True)
         xp[:, ph : ph + H, pw : pw + W] = xt
     else:
         xp = xt
-    cols = np.empty((C, kH, kW, Ho, Wo, N), dtype=x.dtype)
+    shape = (C * kH * kW, Ho * Wo * N)
+    if out is None:
+        out = np.empty(shape, dtype=x.dtype)
+    elif out.shape != shape or out.dtype != x.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {x.dtype} array of shape {shape}, got "
+                         f"{out.dtype} {out.shape}")
+    cols = out.reshape(C, kH, kW, Ho, Wo, N)  # a view: writing it fills out
     for i in range(kH):
         for j in range(kW):
             cols[:, i, j] = xp[:, _window(i, sh, Ho), _window(j, sw, Wo)]
-    return cols.reshape(C * kH * kW, Ho * Wo * N)
+    return out
 
 
 def col2im(cols, x_shape, kH, kW, stride, padding):
@@ -270,14 +319,14 @@ class Conv2d:
         """
         x, W, b = _check_arrays(x, W, b, 1, 0, "(C_out, C_in, kH, kW)")
         stride, padding = _check_stride_padding(stride, padding)
-        N = x.shape[0]
+        N, _, H, Wd = x.shape
         C_out, C_in, kH, kW = W.shape
-        cols = im2col(x, kH, kW, stride, padding)  # (K, M); checks the kernel fits
+        Ho = conv2d_output_size(H, kH, stride[0], padding[0])  # checks that the kernel fits
+        Wo = conv2d_output_size(Wd, kW, stride[1], padding[1])
+        cols = im2col(x, kH, kW, stride, padding)  # (K, M), kept for dW
         W2 = W.reshape(C_out, C_in * kH * kW)
         out = W2 @ cols  # (C_out, M), memory in (C_out, H_out, W_out, N) order
         out += b[:, None]
-        Ho = conv2d_output_size(x.shape[2], kH, stride[0], padding[0])
-        Wo = conv2d_output_size(x.shape[3], kW, stride[1], padding[1])
         out = out.reshape(C_out, Ho, Wo, N).transpose(3, 0, 1, 2)
         return out, (x.shape, W2, W.shape, cols, stride, padding, out.shape)
 
@@ -304,7 +353,9 @@ class Conv2d:
         dx = None
         if need_dx:
             _, _, kH, kW = W_shape
-            dx = col2im(W2.T @ dout2, x_shape, kH, kW, stride, padding)
+            dcols = _SCRATCH.get("cols", (W2.shape[1], dout2.shape[1]), dout2.dtype)
+            np.matmul(W2.T, dout2, out=dcols)  # (K, M)
+            dx = col2im(dcols, x_shape, kH, kW, stride, padding)
         return dx, dW, db
 
 
@@ -344,7 +395,9 @@ class ConvTranspose2d:
         Wo = conv_transpose2d_output_size(Wd, kW, stride[1], padding[1], output_padding[1])
         x2 = x.transpose(1, 2, 3, 0).reshape(C_in, H * Wd * N)  # (C_in, M)
         W2 = W.reshape(C_in, C_out * kH * kW)  # (C_in, K)
-        out = col2im(W2.T @ x2, (N, C_out, Ho, Wo), kH, kW, stride, padding)
+        cols = _SCRATCH.get("cols", (W2.shape[1], x2.shape[1]), x2.dtype)
+        np.matmul(W2.T, x2, out=cols)  # (K, M)
+        out = col2im(cols, (N, C_out, Ho, Wo), kH, kW, stride, padding)
         out += b[None, :, None, None]
         return out, (x.shape, x2, W2, W.shape, stride, padding, out.shape)
 
@@ -361,7 +414,8 @@ class ConvTranspose2d:
         x_shape, x2, W2, W_shape, stride, padding, out_shape = cache
         dout = _check_dout(dout, out_shape, x2.dtype)
         _, _, kH, kW = W_shape
-        dcols = im2col(dout, kH, kW, stride, padding)  # (K, M)
+        dcols = _SCRATCH.get("cols", (W2.shape[1], x2.shape[1]), x2.dtype)
+        im2col(dout, kH, kW, stride, padding, out=dcols)  # (K, M)
         # Sum over (n, h, w) as contiguous rows, so the bits do not depend on dout's strides.
         db = dout.transpose(1, 2, 3, 0).reshape(dout.shape[1], -1).sum(axis=1)
         dW = (x2 @ dcols.T).reshape(W_shape)
