@@ -425,6 +425,13 @@ BAD_INPUTS = [
      r"dout must have the forward output's shape \(1, 2, 3, 3\), got \(1, 2, 4, 4\)"),
     ("cols", lambda: col2im(_x(9, 10), (1, 1, 5, 5), 3, 3, 1, 0),
      r"cols must have shape .* = \(9, 9\)"),
+    ("im2col out", lambda: im2col(_x(1, 1, 5, 5), 3, 3, 1, 0, out=_x(9, 10)),
+     r"out must be a C-contiguous float64 array of shape \(9, 9\)"),
+    ("output_padding < 0", lambda: conv_transpose2d_output_size(5, 3, 2, 1, -1),
+     r"output_padding must satisfy 0 <= output_padding < stride \(2\), got -1"),
+    ("output_padding pair", lambda: ConvTranspose2d.forward(
+        _x(1, 1, 5, 5), _x(1, 2, 3, 3), _x(2), stride=(2, 1), output_padding=(1, 1)),
+     r"output_padding must satisfy 0 <= output_padding < stride \(1\), got 1"),
 ]
 
 
