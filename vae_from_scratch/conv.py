@@ -93,12 +93,8 @@ def _check_stride_padding(stride, padding):
     return stride, padding
 
 
-def conv2d_output_size(size, kernel, stride, padding):
-    """Output length of a convolution along one axis: floor((size + 2p - k) / s) + 1.
-
-    Raises ValueError when the kernel is larger than the padded input (no output at all),
-    for a non-positive stride or kernel, a negative padding or a non-positive size.
-    """
+def _check_axis(size, kernel, stride, padding):
+    """One axis's sizes as ints: size, kernel and stride positive, padding non-negative."""
     size, kernel = _as_int(size, "size"), _as_int(kernel, "kernel")
     stride, padding = _as_int(stride, "stride"), _as_int(padding, "padding")
     if size < 1:
@@ -109,6 +105,16 @@ def conv2d_output_size(size, kernel, stride, padding):
         raise ValueError(f"stride must be positive, got {stride}")
     if padding < 0:
         raise ValueError(f"padding must be non-negative, got {padding}")
+    return size, kernel, stride, padding
+
+
+def conv2d_output_size(size, kernel, stride, padding):
+    """Output length of a convolution along one axis: floor((size + 2p - k) / s) + 1.
+
+    Raises ValueError when the kernel is larger than the padded input (no output at all),
+    for a non-positive size, kernel or stride, or a negative padding.
+    """
+    size, kernel, stride, padding = _check_axis(size, kernel, stride, padding)
     if kernel > size + 2 * padding:
         raise ValueError(
             f"kernel size {kernel} is larger than the padded input "
@@ -125,19 +131,10 @@ def conv_transpose2d_output_size(size, kernel, stride, padding, output_padding=0
     A convolution maps every length in [L, L + s - 1] to the same output length; its
     transpose picks L, and ``output_padding`` (0 <= output_padding < s) picks one of the
     others. Raises ValueError for output_padding outside that range, an output length
-    below 1, or the conditions of :func:`conv2d_output_size`.
+    below 1, a non-positive size, kernel or stride, or a negative padding.
     """
-    size, kernel = _as_int(size, "size"), _as_int(kernel, "kernel")
-    stride, padding = _as_int(stride, "stride"), _as_int(padding, "padding")
+    size, kernel, stride, padding = _check_axis(size, kernel, stride, padding)
     output_padding = _as_int(output_padding, "output_padding")
-    if size < 1:
-        raise ValueError(f"input size must be positive, got {size}")
-    if kernel < 1:
-        raise ValueError(f"kernel size must be positive, got {kernel}")
-    if stride < 1:
-        raise ValueError(f"stride must be positive, got {stride}")
-    if padding < 0:
-        raise ValueError(f"padding must be non-negative, got {padding}")
     if not 0 <= output_padding < stride:
         raise ValueError(
             f"output_padding must satisfy 0 <= output_padding < stride ({stride}), "
