@@ -54,7 +54,7 @@ class Layer:
     shape: tuple = ()
     stride: int = 1
     padding: int = 0
-    output_padding: int = 0
+    output_padding: int | tuple = 0
     planes: bool = False
 
     @property
@@ -272,18 +272,13 @@ def _conv_networks(config, k):
     outs = [*reversed(channels[:-1]), c_img]  # channel counts after each transposed conv
     for i, c_out in enumerate(outs):
         (h_in, w_in), (h_out, w_out) = sizes[-1 - i], sizes[-2 - i]
-        # the size a transposed conv gives is 2 s; output padding adds the odd pixel back
+        # a transposed conv gives 2 s; output padding adds back a pixel an odd size lost
         pad = (h_out - CONV_STRIDE * h_in, w_out - CONV_STRIDE * w_in)
-        if pad[0] != pad[1]:
-            raise ValueError(
-                f"image_shape {tuple(config.image_shape)}: height and width would need "
-                "different output padding; use a square image or sizes of the same parity"
-            )
         last = i == len(outs) - 1
         name = "dec.out" if last else f"dec.{i + 1}"
         c_in = channels[-1 - i]
         dec.append(Layer("conv_transpose", name, (c_in, c_out, CONV_KERNEL, CONV_KERNEL),
-                         output_padding=pad[0], **conv))
+                         output_padding=pad, **conv))
         if not last:
             dec.append(Layer("relu"))
     dec.append(Layer("reshape", shape=(config.input_dim,)))
