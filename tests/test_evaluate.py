@@ -146,3 +146,57 @@ def test_active_units_of_a_random_network_on_varied_inputs_is_all_units():
     vae = VAE(D, (5,), L, seed=0, dtype=np.float64)
     vae.params["enc.mu.W"] *= 20.0
     assert active_units(vae, np.random.default_rng(0).random((300, D))) == L
+
+
+# -- many batches: the CLI evaluates 10,000 test images in batches -------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 7, 22, 23, 1000])
+def test_negative_elbo_in_batches_equals_one_batch_on_sizes_that_do_not_divide(batch_size):
+    vae = VAE(D, (5,), L, seed=0, dtype=np.float64)
+    x = _data(23, seed=4)
+    whole = negative_elbo(vae, x, seed=9, batch_size=len(x))
+    batched = negative_elbo(vae, x, seed=9, batch_size=batch_size)
+    np.testing.assert_allclose(batched, whole, rtol=1e-12)
+    # and both are the estimator written out, every row with its own noise draw
+    recon, kl = _terms(vae, x, np.random.default_rng(9).standard_normal((23, L)), "analytic")
+    np.testing.assert_allclose(whole, [np.mean(recon + kl), recon.mean(), kl.mean()],
+                               rtol=1e-12)
+
+
+def _iwae_written_out(vae, x, k, seed):
+    n = len(x)
+    eps = np.random.default_rng(seed).standard_normal((n * k, L))  # row i*k+j: example i
+    recon, kl = _terms(vae, np.repeat(x, k, axis=0), eps, "monte_carlo")
+    log_w = -(recon + kl).reshape(n, k)
+    m = log_w.max(axis=1, keepdims=True)
+    return -np.mean(m[:, 0] + np.log(np.mean(np.exp(log_w - m), axis=1)))
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 7, 22, 23, 100])
+def test_iwae_in_batches_equals_one_batch_on_sizes_that_do_not_divide(batch_size):
+    vae = VAE(D, (5,), L, seed=0, dtype=np.float64)
+    x, k = _data(23, seed=5), 4
+    expected = _iwae_written_out(vae, x, k, seed=11)
+    assert iwae_nll(vae, x, k=k, seed=11, batch_size=len(x)) == pytest.approx(expected,
+                                                                               rel=1e-12)
+    assert iwae_nll(vae, x, k=k, seed=11, batch_size=batch_size) == pytest.approx(expected,
+                                                                                  rel=1e-12)
+
+
+def test_iwae_with_its_default_batches_covers_every_example_once(monkeypatch):
+    # k=100 -> 100 examples (10,000 rows) per batch: 250 examples are three uneven batches
+    vae = VAE(D, (5,), L, seed=0, dtype=np.float64)
+    x = _data(250, seed=6)
+    rows = []
+    real = vae.elbo_terms
+
+    def recording(xb, eps, kl=None):
+        rows.append(xb.copy())
+        return real(xb, eps, kl=kl)
+
+    monkeypatch.setattr(vae, "elbo_terms", recording)
+    value = iwae_nll(vae, x, k=100, seed=2)
+    assert [len(r) for r in rows] == [10_000, 10_000, 5_000]
+    np.testing.assert_array_equal(np.concatenate(rows)[::100], x)
+    assert value == pytest.approx(_iwae_written_out(vae, x, 100, seed=2), rel=1e-12)
