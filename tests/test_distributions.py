@@ -33,6 +33,15 @@ def test_logsumexp_matches_the_definition_at_moderate_values():
         np.testing.assert_allclose(dist.logsumexp(a, axis=axis), expected, rtol=1e-13)
 
 
+def test_logsumexp_defaults_to_the_last_axis():
+    a = _rng(2).standard_normal((3, 4, 5))
+    out = dist.logsumexp(a)
+    assert out.shape == (3, 4)
+    np.testing.assert_allclose(out, np.log(np.sum(np.exp(a), axis=-1)), rtol=1e-13)
+    v = a[0, 0]
+    assert dist.logsumexp(v) == pytest.approx(math.log(np.sum(np.exp(v))), rel=1e-13)
+
+
 def test_logsumexp_is_stable_at_large_values():
     a = np.array([[1000.0, 1000.0], [-1000.0, -1000.0], [1e300, 0.0], [-np.inf, 3.0]])
     with np.errstate(over="raise", invalid="raise", divide="raise"):

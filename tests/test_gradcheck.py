@@ -126,3 +126,30 @@ def test_check_model_gradients_with_max_entries_checks_a_subset(monkeypatch):
     # two loss evaluations per checked entry, at most two entries per parameter
     expected = sum(2 * min(2, v.size) for v in vae.params.values())
     assert len(calls) == expected
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_check_model_gradients_with_max_entries_checks_distinct_entries(monkeypatch, seed):
+    vae = VAE(6, (8,), 2, seed=0, dtype=np.float64)  # enc.0.W and dec.out.W hold 48 entries
+    rng = np.random.default_rng(0)
+    x, eps = rng.random((3, 6)), rng.standard_normal((3, 2))
+    original = {k: v.copy() for k, v in vae.params.items()}
+    moved = {k: [] for k in original}
+    real_loss = vae.loss
+
+    def recording_loss(*args):
+        changed = [(k, i) for k, v in vae.params.items()
+                   for i in np.flatnonzero(v.reshape(-1) != original[k].reshape(-1))]
+        assert len(changed) == 1, changed  # one entry at a time
+        moved[changed[0][0]].append(int(changed[0][1]))
+        return real_loss(*args)
+
+    monkeypatch.setattr(vae, "loss", recording_loss)
+    errors = check_model_gradients(vae, x, eps, max_entries=40, seed=seed)
+    assert max(errors.values()) < 1e-6
+    for k, value in original.items():
+        n = min(40, value.size)
+        assert len(moved[k]) == 2 * n, k  # +h and -h for each checked entry
+        assert len(set(moved[k])) == n, f"{k}: an entry was checked twice"
+        if value.size <= 40:
+            assert set(moved[k]) == set(range(value.size))
