@@ -142,6 +142,19 @@ def test_active_units_counts_units_whose_mean_varies_above_the_threshold():
     assert active_units(vae, x, threshold=0.5) == 1
 
 
+def test_active_units_default_threshold_is_0_01_and_strict():
+    # no hidden layer, x in {0, 1} half and half: Var(mu_j) = c_j^2 / 4 exactly
+    vae = VAE(D, (), 3, seed=0, dtype=np.float64)
+    W = np.zeros((D, 3))
+    W[0, 0], W[1, 1], W[2, 2] = 0.25, 0.15, 0.25  # variances 1/64, 0.005625, 1/64
+    vae.params["enc.mu.W"], vae.params["enc.mu.b"] = W, np.zeros(3)
+    x = np.zeros((64, D))
+    x[:32, :3] = 1.0
+    assert active_units(vae, x) == 2  # 1/64 = 0.0156 > 0.01 > 0.0056
+    assert active_units(vae, x, threshold=1 / 64) == 0  # "more than", not "at least"
+    assert active_units(vae, x, threshold=0.005) == 3
+
+
 def test_active_units_of_a_random_network_on_varied_inputs_is_all_units():
     vae = VAE(D, (5,), L, seed=0, dtype=np.float64)
     vae.params["enc.mu.W"] *= 20.0
@@ -200,3 +213,18 @@ def test_iwae_with_its_default_batches_covers_every_example_once(monkeypatch):
     assert [len(r) for r in rows] == [10_000, 10_000, 5_000]
     np.testing.assert_array_equal(np.concatenate(rows)[::100], x)
     assert value == pytest.approx(_iwae_written_out(vae, x, 100, seed=2), rel=1e-12)
+
+
+def test_iwae_with_more_than_10000_samples_takes_one_example_per_batch(monkeypatch):
+    vae = VAE(D, (5,), L, seed=0, dtype=np.float64)
+    x = _data(3, seed=7)
+    rows = []
+    real = vae.elbo_terms
+
+    def recording(xb, eps, kl=None):
+        rows.append(len(xb))
+        return real(xb, eps, kl=kl)
+
+    monkeypatch.setattr(vae, "elbo_terms", recording)
+    iwae_nll(vae, x, k=12_000, seed=0)
+    assert rows == [12_000, 12_000, 12_000]
