@@ -10,6 +10,14 @@ import pytest
 from vae_from_scratch import distributions as dist
 from vae_from_scratch.gradcheck import numerical_gradient, rel_error
 
+pytestmark = [
+    pytest.mark.lesson02,
+    pytest.mark.lesson03,
+    pytest.mark.lesson04,
+    pytest.mark.lesson05,
+    pytest.mark.lesson07,
+]
+
 TOL = 1e-8
 LOG_SQRT_2PI = 0.9189385332046727  # log(2 pi) / 2
 

@@ -9,6 +9,8 @@ from vae_from_scratch import VAE
 from vae_from_scratch.evaluate import active_units, iwae_nll, log_importance_weights, negative_elbo
 from vae_from_scratch.optim import Adam
 
+pytestmark = pytest.mark.lesson05
+
 D, L = 6, 2
 
 

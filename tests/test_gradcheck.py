@@ -8,6 +8,13 @@ import pytest
 from vae_from_scratch import VAE
 from vae_from_scratch.gradcheck import check_model_gradients, numerical_gradient, rel_error
 
+pytestmark = [
+    pytest.mark.lesson02,
+    pytest.mark.lesson04,
+    pytest.mark.lesson06,
+    pytest.mark.lesson07,
+]
+
 
 def test_numerical_gradient_restores_every_entry_bit_for_bit():
     # (1e-7 + 1e-5) - 1e-5 != 1e-7 in floating point: "restore" must not mean "undo the step".

@@ -17,6 +17,8 @@ from vae_from_scratch.layers import (
     sigmoid,
 )
 
+pytestmark = [pytest.mark.lesson01, pytest.mark.lesson04]
+
 TOL = 1e-8
 SHAPES = [(1, 1, 1), (3, 4, 2), (5, 2, 7)]
 

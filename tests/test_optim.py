@@ -10,6 +10,8 @@ import pytest
 
 from vae_from_scratch.optim import SGD, Adam
 
+pytestmark = [pytest.mark.lesson05, pytest.mark.lesson06]
+
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 # A tiny problem: two parameters and a fixed sequence of gradients.
