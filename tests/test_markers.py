@@ -8,6 +8,7 @@ The root conftest marks the notebooks themselves (``lessonNN`` from the file nam
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -41,7 +42,8 @@ pytestmark = [
 ]
 
 
-def module_marks(path: Path) -> set[str]:
+@functools.cache
+def module_marks(path: Path) -> frozenset[str]:
     """The marker names in the module-level ``pytestmark`` of a test file ({} if none)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in tree.body:
@@ -49,8 +51,8 @@ def module_marks(path: Path) -> set[str]:
         if any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in targets):
             items = node.value.elts if isinstance(node.value, (ast.List, ast.Tuple)) else [
                 node.value]
-            return {item.attr for item in items if isinstance(item, ast.Attribute)}
-    return set()
+            return frozenset(item.attr for item in items if isinstance(item, ast.Attribute))
+    return frozenset()
 
 
 def test_the_course_has_lessons_00_to_07():

@@ -373,6 +373,7 @@ def test_parity_on_cuda_in_float64(kwargs):
     assert_same_model(vae, TorchVAE.from_numpy(vae, device="cuda").to_numpy())
 
 
+@pytest.mark.slow  # times a training epoch of each backend on the embedded data
 def test_run_compare_reports_agreement():
     from vae_from_scratch.compare import run_compare
 
