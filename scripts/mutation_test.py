@@ -619,6 +619,8 @@ def main(argv=None) -> int:
             _write_report(args.out, plan, {}, {}, notes, args, seconds=0.0)
         return 0
 
+    if not hasattr(os, "fork"):
+        raise SystemExit("mutation_test.py forks a process per mutant: it needs Linux or macOS")
     started = time.perf_counter()
     workers = [Worker() for _ in range(args.workers)]
     try:
@@ -720,4 +722,7 @@ def _write_report(path: Path, plan, results, runs, notes, args, seconds) -> None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # the listing piped into head
+        sys.exit(0)
