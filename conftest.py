@@ -163,6 +163,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         notebook = _notebook_file(item)
         if notebook is None:
             continue
+        item.add_marker("notebook")  # pytest -m "not notebook": the unit tests alone
         lesson = _lesson_of(item.path)
         if lesson is not None:
             item.add_marker(f"lesson{lesson:02d}")
@@ -178,6 +179,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             checks = NotebookChecks.from_parent(notebook, name="checks", folder=folder,
                                                 lesson=lesson)
             checks.add_marker(f"lesson{lesson:02d}")
+            checks.add_marker("notebook")
             out.append(checks)
     for item in out:
         if torch_missing and item.get_closest_marker("torch"):

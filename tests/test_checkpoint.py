@@ -14,6 +14,8 @@ from vae_from_scratch import VAE
 from vae_from_scratch import checkpoint as ckpt
 from vae_from_scratch.checkpoint import CheckpointError, load_vae, read_checkpoint, save_checkpoint
 
+pytestmark = pytest.mark.lesson05
+
 D = 6
 
 CONFIGS = {

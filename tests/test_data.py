@@ -16,6 +16,8 @@ import pytest
 
 from vae_from_scratch import data
 
+pytestmark = [pytest.mark.lesson00, pytest.mark.lesson05, pytest.mark.lesson07]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build_embedded_mnist.py"
 

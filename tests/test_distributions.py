@@ -10,6 +10,14 @@ import pytest
 from vae_from_scratch import distributions as dist
 from vae_from_scratch.gradcheck import numerical_gradient, rel_error
 
+pytestmark = [
+    pytest.mark.lesson02,
+    pytest.mark.lesson03,
+    pytest.mark.lesson04,
+    pytest.mark.lesson05,
+    pytest.mark.lesson07,
+]
+
 TOL = 1e-8
 LOG_SQRT_2PI = 0.9189385332046727  # log(2 pi) / 2
 
@@ -31,6 +39,15 @@ def test_logsumexp_matches_the_definition_at_moderate_values():
     for axis in (0, 1, -1):
         expected = np.log(np.sum(np.exp(a), axis=axis))
         np.testing.assert_allclose(dist.logsumexp(a, axis=axis), expected, rtol=1e-13)
+
+
+def test_logsumexp_defaults_to_the_last_axis():
+    a = _rng(2).standard_normal((3, 4, 5))
+    out = dist.logsumexp(a)
+    assert out.shape == (3, 4)
+    np.testing.assert_allclose(out, np.log(np.sum(np.exp(a), axis=-1)), rtol=1e-13)
+    v = a[0, 0]
+    assert dist.logsumexp(v) == pytest.approx(math.log(np.sum(np.exp(v))), rel=1e-13)
 
 
 def test_logsumexp_is_stable_at_large_values():

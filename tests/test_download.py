@@ -18,6 +18,8 @@ import pytest
 
 from vae_from_scratch import data
 
+pytestmark = pytest.mark.lesson05
+
 
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (name fixed by http.server)

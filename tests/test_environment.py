@@ -12,6 +12,8 @@ except ModuleNotFoundError:  # Python 3.10
         "tomli", reason="reading pyproject.toml needs Python 3.11+ or tomli"
     )
 
+pytestmark = pytest.mark.lesson00
+
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name where they differ
 

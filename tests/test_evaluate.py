@@ -9,6 +9,8 @@ from vae_from_scratch import VAE
 from vae_from_scratch.evaluate import active_units, iwae_nll, log_importance_weights, negative_elbo
 from vae_from_scratch.optim import Adam
 
+pytestmark = pytest.mark.lesson05
+
 D, L = 6, 2
 
 
@@ -142,7 +144,89 @@ def test_active_units_counts_units_whose_mean_varies_above_the_threshold():
     assert active_units(vae, x, threshold=0.5) == 1
 
 
+def test_active_units_default_threshold_is_0_01_and_strict():
+    # no hidden layer, x in {0, 1} half and half: Var(mu_j) = c_j^2 / 4 exactly
+    vae = VAE(D, (), 3, seed=0, dtype=np.float64)
+    W = np.zeros((D, 3))
+    W[0, 0], W[1, 1], W[2, 2] = 0.25, 0.15, 0.25  # variances 1/64, 0.005625, 1/64
+    vae.params["enc.mu.W"], vae.params["enc.mu.b"] = W, np.zeros(3)
+    x = np.zeros((64, D))
+    x[:32, :3] = 1.0
+    assert active_units(vae, x) == 2  # 1/64 = 0.0156 > 0.01 > 0.0056
+    assert active_units(vae, x, threshold=1 / 64) == 0  # "more than", not "at least"
+    assert active_units(vae, x, threshold=0.005) == 3
+
+
 def test_active_units_of_a_random_network_on_varied_inputs_is_all_units():
     vae = VAE(D, (5,), L, seed=0, dtype=np.float64)
     vae.params["enc.mu.W"] *= 20.0
     assert active_units(vae, np.random.default_rng(0).random((300, D))) == L
+
+
+# -- many batches: the CLI evaluates 10,000 test images in batches -------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 7, 22, 23, 1000])
+def test_negative_elbo_in_batches_equals_one_batch_on_sizes_that_do_not_divide(batch_size):
+    vae = VAE(D, (5,), L, seed=0, dtype=np.float64)
+    x = _data(23, seed=4)
+    whole = negative_elbo(vae, x, seed=9, batch_size=len(x))
+    batched = negative_elbo(vae, x, seed=9, batch_size=batch_size)
+    np.testing.assert_allclose(batched, whole, rtol=1e-12)
+    # and both are the estimator written out, every row with its own noise draw
+    recon, kl = _terms(vae, x, np.random.default_rng(9).standard_normal((23, L)), "analytic")
+    np.testing.assert_allclose(whole, [np.mean(recon + kl), recon.mean(), kl.mean()],
+                               rtol=1e-12)
+
+
+def _iwae_written_out(vae, x, k, seed):
+    n = len(x)
+    eps = np.random.default_rng(seed).standard_normal((n * k, L))  # row i*k+j: example i
+    recon, kl = _terms(vae, np.repeat(x, k, axis=0), eps, "monte_carlo")
+    log_w = -(recon + kl).reshape(n, k)
+    m = log_w.max(axis=1, keepdims=True)
+    return -np.mean(m[:, 0] + np.log(np.mean(np.exp(log_w - m), axis=1)))
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 7, 22, 23, 100])
+def test_iwae_in_batches_equals_one_batch_on_sizes_that_do_not_divide(batch_size):
+    vae = VAE(D, (5,), L, seed=0, dtype=np.float64)
+    x, k = _data(23, seed=5), 4
+    expected = _iwae_written_out(vae, x, k, seed=11)
+    assert iwae_nll(vae, x, k=k, seed=11, batch_size=len(x)) == pytest.approx(expected,
+                                                                               rel=1e-12)
+    assert iwae_nll(vae, x, k=k, seed=11, batch_size=batch_size) == pytest.approx(expected,
+                                                                                  rel=1e-12)
+
+
+def test_iwae_with_its_default_batches_covers_every_example_once(monkeypatch):
+    # k=100 -> 100 examples (10,000 rows) per batch: 250 examples are three uneven batches
+    vae = VAE(D, (5,), L, seed=0, dtype=np.float64)
+    x = _data(250, seed=6)
+    rows = []
+    real = vae.elbo_terms
+
+    def recording(xb, eps, kl=None):
+        rows.append(xb.copy())
+        return real(xb, eps, kl=kl)
+
+    monkeypatch.setattr(vae, "elbo_terms", recording)
+    value = iwae_nll(vae, x, k=100, seed=2)
+    assert [len(r) for r in rows] == [10_000, 10_000, 5_000]
+    np.testing.assert_array_equal(np.concatenate(rows)[::100], x)
+    assert value == pytest.approx(_iwae_written_out(vae, x, 100, seed=2), rel=1e-12)
+
+
+def test_iwae_with_more_than_10000_samples_takes_one_example_per_batch(monkeypatch):
+    vae = VAE(D, (5,), L, seed=0, dtype=np.float64)
+    x = _data(3, seed=7)
+    rows = []
+    real = vae.elbo_terms
+
+    def recording(xb, eps, kl=None):
+        rows.append(len(xb))
+        return real(xb, eps, kl=kl)
+
+    monkeypatch.setattr(vae, "elbo_terms", recording)
+    iwae_nll(vae, x, k=12_000, seed=0)
+    assert rows == [12_000, 12_000, 12_000]

@@ -8,6 +8,13 @@ import pytest
 from vae_from_scratch import VAE
 from vae_from_scratch.gradcheck import check_model_gradients, numerical_gradient, rel_error
 
+pytestmark = [
+    pytest.mark.lesson02,
+    pytest.mark.lesson04,
+    pytest.mark.lesson06,
+    pytest.mark.lesson07,
+]
+
 
 def test_numerical_gradient_restores_every_entry_bit_for_bit():
     # (1e-7 + 1e-5) - 1e-5 != 1e-7 in floating point: "restore" must not mean "undo the step".
@@ -57,6 +64,14 @@ def test_numerical_gradient_of_a_scalar_lookup_is_a_one_hot():
     np.testing.assert_allclose(grad, [[0, 0], [2, 0]], atol=1e-9)
 
 
+def test_numerical_gradient_steps_by_h_1e_5_by_default():
+    # For f = sum(x^3) at 0 the central difference is exactly h^2 (f''' = 6): it shows h.
+    x = np.zeros(3)
+    np.testing.assert_allclose(numerical_gradient(lambda: np.sum(x**3), x), 1e-10, rtol=1e-6)
+    np.testing.assert_allclose(numerical_gradient(lambda: np.sum(x**3), x, h=1e-3), 1e-6,
+                               rtol=1e-6)
+
+
 def test_rel_error_is_zero_for_equal_arrays():
     a = np.random.default_rng(1).standard_normal((3, 4))
     assert rel_error(a, a.copy()) == 0.0
@@ -81,6 +96,19 @@ def test_rel_error_is_symmetric_and_scale_free():
     a, b = rng.standard_normal(6), rng.standard_normal(6)
     assert rel_error(a, b) == rel_error(b, a)
     assert rel_error(1e6 * a, 1e6 * b) == pytest.approx(rel_error(a, b), rel=1e-12)
+
+
+def test_rel_error_accepts_lists_and_numbers():
+    assert rel_error([1.0, 2.0], [1.0, 2.0]) == 0.0
+    assert rel_error(3.0, 1.0) == pytest.approx(0.5, rel=1e-15)
+    assert rel_error([[1, 2]], np.array([[1.0, 2.0]])) == 0.0
+
+
+def test_rel_error_of_tiny_arrays_is_measured_against_the_floor_of_1e_12():
+    # below the floor the error is an absolute one, so that round-off near 0 is not "100%"
+    assert rel_error(np.array([1e-13]), np.array([0.0])) == pytest.approx(0.1, rel=1e-12)
+    assert rel_error(np.array([1e-12]), np.array([0.0])) == pytest.approx(1.0, rel=1e-12)
+    assert rel_error(np.array([1e-13]), np.array([0.0]), floor=1e-14) == pytest.approx(1.0)
 
 
 def test_rel_error_raises_on_shape_mismatch():
@@ -126,3 +154,61 @@ def test_check_model_gradients_with_max_entries_checks_a_subset(monkeypatch):
     # two loss evaluations per checked entry, at most two entries per parameter
     expected = sum(2 * min(2, v.size) for v in vae.params.values())
     assert len(calls) == expected
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_check_model_gradients_with_max_entries_checks_distinct_entries(monkeypatch, seed):
+    vae = VAE(6, (8,), 2, seed=0, dtype=np.float64)  # enc.0.W and dec.out.W hold 48 entries
+    rng = np.random.default_rng(0)
+    x, eps = rng.random((3, 6)), rng.standard_normal((3, 2))
+    original = {k: v.copy() for k, v in vae.params.items()}
+    moved = {k: [] for k in original}
+    real_loss = vae.loss
+
+    def recording_loss(*args):
+        changed = [(k, i) for k, v in vae.params.items()
+                   for i in np.flatnonzero(v.reshape(-1) != original[k].reshape(-1))]
+        assert len(changed) == 1, changed  # one entry at a time
+        moved[changed[0][0]].append(int(changed[0][1]))
+        return real_loss(*args)
+
+    monkeypatch.setattr(vae, "loss", recording_loss)
+    errors = check_model_gradients(vae, x, eps, max_entries=40, seed=seed)
+    assert max(errors.values()) < 1e-6
+    for k, value in original.items():
+        n = min(40, value.size)
+        assert len(moved[k]) == 2 * n, k  # +h and -h for each checked entry
+        assert len(set(moved[k])) == n, f"{k}: an entry was checked twice"
+        if value.size <= 40:
+            assert set(moved[k]) == set(range(value.size))
+
+
+def _perturbations(monkeypatch, vae, **kwargs):
+    """(key, entry, step) of every perturbation check_model_gradients makes."""
+    original = {k: v.copy() for k, v in vae.params.items()}
+    steps = []
+    real_loss = vae.loss
+
+    def recording_loss(*args):
+        for k, v in vae.params.items():
+            for i in np.flatnonzero(v.reshape(-1) != original[k].reshape(-1)):
+                steps.append((k, int(i), float(v.reshape(-1)[i] - original[k].reshape(-1)[i])))
+        return real_loss(*args)
+
+    monkeypatch.setattr(vae, "loss", recording_loss)
+    rng = np.random.default_rng(0)
+    check_model_gradients(vae, rng.random((3, 6)), rng.standard_normal((3, 2)), **kwargs)
+    monkeypatch.undo()
+    return steps
+
+
+def test_check_model_gradients_defaults_step_1e_5_and_seed_0(monkeypatch):
+    vae = VAE(6, (8,), 2, seed=0, dtype=np.float64)
+    default = _perturbations(monkeypatch, vae, max_entries=10)
+    np.testing.assert_allclose([abs(step) for _, _, step in default], 1e-5, rtol=1e-6)
+    assert {step > 0 for _, _, step in default} == {True, False}  # +h and -h
+    entries = [(k, i) for k, i, _ in default]
+    assert entries == [(k, i) for k, i, _ in _perturbations(monkeypatch, vae, max_entries=10,
+                                                             seed=0)]
+    assert entries != [(k, i) for k, i, _ in _perturbations(monkeypatch, vae, max_entries=10,
+                                                             seed=1)]

@@ -14,6 +14,8 @@ from vae_from_scratch.layers import (
     sigmoid,
 )
 
+pytestmark = [pytest.mark.lesson01, pytest.mark.lesson04]
+
 TOL = 1e-8
 SHAPES = [(1, 1, 1), (3, 4, 2), (5, 2, 7)]
 
@@ -86,6 +88,24 @@ def test_relu_backward_blocks_negative_inputs():
     x = np.array([[-1.0, 2.0, -3.0, 4.0]])
     _, cache = ReLU.forward(x)
     np.testing.assert_array_equal(ReLU.backward(np.full((1, 4), 5.0), cache), [[0, 5, 0, 5]])
+
+
+def test_relu_gradient_at_exactly_zero_is_zero():
+    # The kink's subgradient is 0: the gradient passes only where the input was positive
+    # (the docstring), as in PyTorch; the tiniest positive input passes it.
+    x = np.array([[0.0, -0.0, 1e-300, -1e-300]])
+    out, cache = ReLU.forward(x)
+    np.testing.assert_array_equal(out, [[0.0, 0.0, 1e-300, 0.0]])
+    np.testing.assert_array_equal(ReLU.backward(np.full((1, 4), 3.0), cache), [[0, 0, 3, 0]])
+
+
+@pytest.mark.torch
+def test_relu_gradient_at_zero_is_pytorchs():
+    torch = pytest.importorskip("torch")
+    x = torch.tensor([[0.0, -0.0, 2.0, -1.0]], dtype=torch.float64, requires_grad=True)
+    torch.relu(x).backward(torch.full((1, 4), 3.0, dtype=torch.float64))
+    _, cache = ReLU.forward(x.detach().numpy())
+    np.testing.assert_array_equal(ReLU.backward(np.full((1, 4), 3.0), cache), x.grad.numpy())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

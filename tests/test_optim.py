@@ -10,6 +10,8 @@ import pytest
 
 from vae_from_scratch.optim import SGD, Adam
 
+pytestmark = [pytest.mark.lesson05, pytest.mark.lesson06]
+
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 # A tiny problem: two parameters and a fixed sequence of gradients.
@@ -70,7 +72,11 @@ def test_adam_second_step_by_hand():
     assert params["w"][0] == pytest.approx(0.9 - 0.0803041, abs=1e-7)
 
 
-@pytest.mark.parametrize("lr, betas, eps", [(0.1, (0.9, 0.999), 1e-8), (0.03, (0.5, 0.9), 1e-3)])
+@pytest.mark.parametrize(
+    "lr, betas, eps",
+    # betas of 0 are allowed, as in torch.optim.Adam: m = g and v = g^2
+    [(0.1, (0.9, 0.999), 1e-8), (0.03, (0.5, 0.9), 1e-3), (0.05, (0.0, 0.0), 1e-8)],
+)
 def test_adam_matches_the_algorithm_over_several_steps(lr, betas, eps):
     params = _copy(P0)
     opt = Adam(params, lr=lr, betas=betas, eps=eps)
@@ -213,3 +219,54 @@ def test_adam_state_dict_is_the_documented_dict():
     state = opt.state_dict()
     assert isinstance(state, dict) and state["t"] == 1
     np.testing.assert_allclose(state["m.w"], 0.1 * GRADS[0]["w"])
+
+
+def _moments_by_hand(grads, b1, b2):
+    """Adam's first and second moments after ``len(grads)`` steps, per parameter."""
+    m = {k: np.zeros_like(v) for k, v in P0.items()}
+    v = {k: np.zeros_like(val) for k, val in P0.items()}
+    for g in grads:
+        for k in P0:
+            m[k] = b1 * m[k] + (1 - b1) * g[k]
+            v[k] = b2 * v[k] + (1 - b2) * g[k] ** 2
+    return m, v
+
+
+def test_adam_state_dict_holds_the_step_count_and_both_moments_of_every_parameter():
+    params = _copy(P0)
+    opt = Adam(params, lr=0.1, betas=(0.8, 0.9))
+    for g in GRADS:
+        opt.step(g)
+    state = opt.state_dict()
+    assert set(state) == {"t", "m.w", "m.b", "v.w", "v.b"}
+    assert state["t"] == 3 and isinstance(state["t"], int)
+    m, v = _moments_by_hand(GRADS, 0.8, 0.9)
+    for k in P0:
+        np.testing.assert_allclose(state[f"m.{k}"], m[k], rtol=1e-14)
+        np.testing.assert_allclose(state[f"v.{k}"], v[k], rtol=1e-14)
+        assert state[f"v.{k}"].shape == P0[k].shape
+        # the second moments are not the first ones (they differ for these gradients)
+        assert not np.allclose(state[f"v.{k}"], state[f"m.{k}"])
+        np.testing.assert_array_equal(opt.m[k], state[f"m.{k}"])
+        np.testing.assert_array_equal(opt.v[k], state[f"v.{k}"])
+
+
+def test_adam_state_dict_before_any_step_is_zeros():
+    opt = Adam(_copy(P0))
+    state = opt.state_dict()
+    assert state["t"] == 0
+    for k in P0:
+        np.testing.assert_array_equal(state[f"m.{k}"], np.zeros_like(P0[k]))
+        np.testing.assert_array_equal(state[f"v.{k}"], np.zeros_like(P0[k]))
+
+
+def test_sgd_velocity_of_every_parameter_by_hand():
+    params = _copy(P0)
+    opt = SGD(params, lr=0.1, momentum=0.5)
+    velocity = {k: np.zeros_like(v) for k, v in P0.items()}
+    for g in GRADS:
+        opt.step(g)
+        for k in P0:
+            velocity[k] = 0.5 * velocity[k] + g[k]
+            np.testing.assert_allclose(opt.velocity[k], velocity[k], rtol=1e-15)
+    assert set(opt.velocity) == set(P0)

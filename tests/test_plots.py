@@ -14,6 +14,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from vae_from_scratch import VAE, plots  # noqa: E402
 from vae_from_scratch.train import History  # noqa: E402
 
+pytestmark = pytest.mark.lesson05
+
 PHI_INV_95 = 1.6448536269514722  # the standard normal's 95th percentile
 
 

@@ -11,6 +11,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+pytestmark = [pytest.mark.lesson00, pytest.mark.lesson06]
+
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_MODULES = ("vae_from_scratch.torch_vae", "vae_from_scratch.compare")
 

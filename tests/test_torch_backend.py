@@ -27,7 +27,7 @@ from vae_from_scratch.torch_vae import (  # noqa: E402
 from vae_from_scratch.train import EVAL_SEED, TrainingDiverged, fit  # noqa: E402
 from vae_from_scratch.vae import VAE  # noqa: E402
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.lesson06, pytest.mark.torch]
 
 
 @pytest.fixture(autouse=True, scope="module")

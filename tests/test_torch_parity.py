@@ -29,7 +29,7 @@ from vae_from_scratch.torch_vae import (  # noqa: E402
 from vae_from_scratch.torch_vae import negative_elbo as torch_negative_elbo  # noqa: E402
 from vae_from_scratch.vae import VAE  # noqa: E402
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.lesson06, pytest.mark.torch]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -388,6 +388,7 @@ def test_parity_on_cuda_in_float64(kwargs):
     assert_same_model(vae, TorchVAE.from_numpy(vae, device="cuda").to_numpy())
 
 
+@pytest.mark.slow  # times a training epoch of each backend on the embedded data
 def test_run_compare_reports_agreement():
     from vae_from_scratch.compare import run_compare
 

@@ -18,6 +18,8 @@ from vae_from_scratch.train import (
     warmup_beta,
 )
 
+pytestmark = [pytest.mark.lesson05, pytest.mark.lesson06, pytest.mark.lesson07]
+
 N_TRAIN, N_TEST, BATCH = 256, 100, 64
 STEPS = math.ceil(N_TRAIN / BATCH)
 

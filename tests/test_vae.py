@@ -11,6 +11,8 @@ import pytest
 from vae_from_scratch import VAE, LossTerms
 from vae_from_scratch.vae import VAEConfig, check_params, param_shapes
 
+pytestmark = [pytest.mark.lesson04, pytest.mark.lesson05, pytest.mark.lesson07]
+
 D = 6
 
 

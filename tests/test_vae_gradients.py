@@ -18,6 +18,8 @@ from vae_from_scratch import VAE
 from vae_from_scratch import distributions as dist
 from vae_from_scratch.gradcheck import check_model_gradients, numerical_gradient, rel_error
 
+pytestmark = [pytest.mark.lesson04, pytest.mark.lesson07]
+
 TOL = 1e-6
 INPUT_DIM = 6
 N = 3
