@@ -61,9 +61,9 @@ def _recorded_batches(monkeypatch, vae):
     rows = []
     real = vae.elbo_terms
 
-    def recording(xb, eps, kl=None):
+    def recording(xb, eps, y=None, *, kl=None):
         rows.append(len(xb))
-        return real(xb, eps, kl=kl)
+        return real(xb, eps, y, kl=kl)
 
     monkeypatch.setattr(vae, "elbo_terms", recording)
     return rows

@@ -206,9 +206,9 @@ def test_iwae_with_its_default_batches_covers_every_example_once(monkeypatch):
     rows = []
     real = vae.elbo_terms
 
-    def recording(xb, eps, kl=None):
+    def recording(xb, eps, y=None, *, kl=None):
         rows.append(xb.copy())
-        return real(xb, eps, kl=kl)
+        return real(xb, eps, y, kl=kl)
 
     monkeypatch.setattr(vae, "elbo_terms", recording)
     value = iwae_nll(vae, x, k=100, seed=2)
@@ -223,9 +223,9 @@ def test_iwae_with_more_than_10000_samples_takes_one_example_per_batch(monkeypat
     rows = []
     real = vae.elbo_terms
 
-    def recording(xb, eps, kl=None):
+    def recording(xb, eps, y=None, *, kl=None):
         rows.append(len(xb))
-        return real(xb, eps, kl=kl)
+        return real(xb, eps, y, kl=kl)
 
     monkeypatch.setattr(vae, "elbo_terms", recording)
     iwae_nll(vae, x, k=12_000, seed=0)

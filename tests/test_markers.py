@@ -16,9 +16,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = sorted((ROOT / "tests").glob("test_*.py"))
-#: One lesson per numbered notebook in solutions/.
-LESSONS = sorted(f"lesson{m.group(1)}" for p in (ROOT / "solutions").glob("*.ipynb")
-                 if (m := re.match(r"(\d\d)_", p.name)))
+#: One lesson per numbered notebook in solutions/, and per lessonNN marker registered in
+#: pyproject.toml (a lesson's tests may land before its notebook).
+LESSONS = sorted(
+    {f"lesson{m.group(1)}" for p in (ROOT / "solutions").glob("*.ipynb")
+     if (m := re.match(r"(\d\d)_", p.name))}
+    | set(re.findall(r'"(lesson\d\d):', (ROOT / "pyproject.toml").read_text(encoding="utf-8")))
+)
 #: Modules whose markers are added where those files are being changed; remove an entry
 #: when its file gets its pytestmark (the strict xfail then fails, as a reminder).
 PENDING = {
@@ -39,6 +43,8 @@ pytestmark = [
     pytest.mark.lesson05,
     pytest.mark.lesson06,
     pytest.mark.lesson07,
+    pytest.mark.lesson08,
+    pytest.mark.lesson09,
 ]
 
 
