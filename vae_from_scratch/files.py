@@ -6,7 +6,7 @@ target, which is flushed to disk and then renamed over the target in one step. A
 replaces a symbolic link at the target instead of writing through it, so a write never
 lands outside the target's folder. A process killed between creating the temporary file
 and the rename leaves that temporary behind; :func:`remove_stale_temporaries` clears such
-leftovers (their names follow one pattern, ``.<name>.<8 hex digits><suffix>``).
+leftovers (their names follow one pattern, ``.<name>.<8 characters><suffix>``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def temporary_name(path, suffix=TMP_SUFFIX):
 
 
 def _stale_pattern(suffix):
-    return re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}" + re.escape(suffix) + "$")
+    # 8 hex digits here; 8 of [a-z0-9_] from tempfile.mkstemp in earlier versions
+    return re.compile(r"^\.(?P<name>.+)\.[0-9a-z_]{8}" + re.escape(suffix) + "$")
 
 
 def fsync_folder(folder):
