@@ -316,3 +316,29 @@ def test_a_command_is_required(capsys):
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path, capsys):
+    folder = tmp_path / "r"
+    assert main([*QUICK, "--epochs", "2", "--iwae-k", "0", "--limit", "64",
+                 "--out", str(folder)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(folder), "--epochs", "1"]) == 0  # finished: nothing
+    assert "nothing to do" in capsys.readouterr().out
+    manifest = json.loads((folder / "run.json").read_text())
+    manifest["status"] = "interrupted"  # as if Ctrl-C came during the final figures
+    (folder / "run.json").write_text(json.dumps(manifest))
+    assert main(["train", "--resume", str(folder), "--epochs", "1"]) == 2
+    assert "--epochs 1: " in capsys.readouterr().err
+    assert json.loads((folder / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_resume_notes_other_versions(capsys):
+    from vae_from_scratch.cli import _note_versions
+    from vae_from_scratch.run import versions
+
+    _note_versions(versions())
+    assert capsys.readouterr().out == ""
+    _note_versions({**versions(), "numpy": "1.0"})
+    out = capsys.readouterr().out
+    assert out.startswith("note: this run started with numpy 1.0; it continues with numpy ")

@@ -400,13 +400,11 @@ def cmd_train(args, argv=()):
             print(f"{args.out} already finished its {_plural(loop.epochs_done, 'epoch')}; "
                   "nothing to do (pass --epochs N with a larger N to train further)")
             return 0
-        changed = {k: (v, info.get("versions", {}).get(k)) for k, v in runs.versions().items()
-                   if info.get("versions", {}).get(k) not in (None, v)}
-        if changed:
-            print("note: this run started with " + ", ".join(
-                f"{k} {old}" for k, (_, old) in changed.items()) + "; it resumes with " +
-                ", ".join(f"{k} {new}" for k, (new, _) in changed.items()) +
-                ": its last digits may differ from an uninterrupted run")
+        if args.epochs < loop.epochs_done:
+            run.close()
+            raise ValueError(
+                f"--epochs {args.epochs}: {args.out} has done {loop.epochs_done} already"
+            )
     else:
         args.out = args.out if args.out is not None else Path("runs/train")
         runs.check_new(args.out, overwrite=args.overwrite)
@@ -426,6 +424,7 @@ def cmd_train(args, argv=()):
         backend = _make_backend(args, vae, ds.x_train)
         if resume:
             backend.load_state_dict(saved["backend"])
+            _note_versions(info.get("versions", {}))
         x_test = backend.check_x(ds.x_test, "x_test")
         elapsed = info.get("seconds", 0.0) if resume else 0.0
         if not resume:
@@ -436,6 +435,22 @@ def cmd_train(args, argv=()):
         raise
     with run:
         return _train_in(run, args, ds, x_test, backend, loop, fingerprint, elapsed)
+
+
+def _note_versions(saved):
+    """Say so when a resumed run continues with other versions than it started with."""
+    from vae_from_scratch import run as runs
+
+    now = runs.versions()
+    changed = [k for k, v in now.items() if saved.get(k) not in (None, v)]
+    if changed:
+        print(
+            "note: this run started with "
+            + ", ".join(f"{k} {saved[k]}" for k in changed)
+            + "; it continues with "
+            + ", ".join(f"{k} {now[k]}" for k in changed)
+            + ": its last digits may differ from an uninterrupted run"
+        )
 
 
 def _train_in(run, args, ds, x_test, backend, loop, fingerprint, elapsed):
