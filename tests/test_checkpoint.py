@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 import struct
 
 import numpy as np
@@ -12,7 +14,14 @@ from safetensors.numpy import save_file
 
 from vae_from_scratch import VAE
 from vae_from_scratch import checkpoint as ckpt
-from vae_from_scratch.checkpoint import CheckpointError, load_vae, read_checkpoint, save_checkpoint
+from vae_from_scratch.checkpoint import (
+    CheckpointError,
+    load_vae,
+    read_checkpoint,
+    read_state,
+    save_checkpoint,
+    save_state,
+)
 
 pytestmark = pytest.mark.lesson05
 
@@ -205,9 +214,9 @@ def test_unreadable_config_is_rejected(tmp_path, config, message):
 
 def test_other_format_version_is_rejected(tmp_path):
     vae = _vae()
-    path = tmp_path / "v2.safetensors"
-    _write_raw(path, vae.params, json.dumps(vae.config.to_dict()), version="2")
-    with pytest.raises(CheckpointError, match="format version '2'"):
+    path = tmp_path / "v3.safetensors"
+    _write_raw(path, vae.params, json.dumps(vae.config.to_dict()), version="3")
+    with pytest.raises(CheckpointError, match="format version '3'"):
         load_vae(path)
 
 
@@ -218,8 +227,14 @@ def test_checkpoint_error_is_a_value_error():
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_vae(tmp_path / "nothing.safetensors")
-    with pytest.raises(FileNotFoundError):
-        load_vae(tmp_path)  # a folder is not a checkpoint either
+
+
+def test_a_folder_is_not_a_file(tmp_path):
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file$"):
+        load_vae(tmp_path)
+    save_checkpoint(tmp_path / "checkpoint.safetensors", _vae())
+    with pytest.raises(CheckpointError, match="did you mean .*checkpoint.safetensors"):
+        load_vae(tmp_path)  # a run folder: the message points at the file inside
 
 
 def test_save_leaves_no_temporary_files_and_overwrites(tmp_path):
@@ -232,22 +247,40 @@ def test_save_leaves_no_temporary_files_and_overwrites(tmp_path):
 
 
 def test_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
-    import safetensors.numpy
-
     path = tmp_path / "m.safetensors"
     save_checkpoint(path, _vae(seed=0))
     before = path.read_bytes()
 
-    def half_write(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"\x10\x00")
+    def disk_full(fd):  # the bytes are written, then flushing them to disk fails
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.numpy, "save_file", half_write)
+    monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, _vae(seed=1))
+    monkeypatch.undo()
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_save_replaces_a_symlink_instead_of_writing_through_it(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not yours")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "m.safetensors").symlink_to(outside)
+    save_checkpoint(run / "m.safetensors", _vae())
+    assert outside.read_text() == "not yours"
+    assert not (run / "m.safetensors").is_symlink()
+    load_vae(run / "m.safetensors")
+
+
+def test_saved_file_has_an_ordinary_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "m.safetensors", _vae())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_save_creates_nested_folders(tmp_path):
@@ -258,4 +291,244 @@ def test_save_creates_nested_folders(tmp_path):
 
 
 def test_format_constants():
-    assert ckpt.FORMAT == "vae-from-scratch" and ckpt.FORMAT_VERSION == "1"
+    assert ckpt.FORMAT == "vae-from-scratch" and ckpt.FORMAT_VERSION == "2"
+    assert ckpt.LEGACY_VERSION == "1"
+
+
+# --- format 2: deterministic bytes, checksums, and everything else refused ---------------
+
+
+def _v2(path, tensors, config, metadata="{}"):
+    """A well-formed, correctly checksummed file whose content the test chooses."""
+    header = {"format": "vae-from-scratch", "config": config, "metadata": metadata}
+    path.write_bytes(ckpt.encode_safetensors(tensors, header))
+    return path
+
+
+def test_format_1_checkpoints_still_load(tmp_path):
+    vae = _vae("gaussian-learned")
+    path = tmp_path / "old.safetensors"
+    _write_raw(path, vae.params, json.dumps(vae.config.to_dict()))  # as format 1 wrote them
+    loaded = load_vae(path)
+    assert loaded.config == vae.config
+    assert all(loaded.params[k].tobytes() == v.tobytes() for k, v in vae.params.items())
+
+
+def test_identical_models_give_byte_identical_files(tmp_path):
+    a = save_checkpoint(tmp_path / "a.safetensors", _vae("mixture"),
+                        metadata={"epochs": 3, "backend": "numpy", "test_nelbo": 101.25})
+    b = save_checkpoint(tmp_path / "b.safetensors", _vae("mixture"),
+                        metadata={"test_nelbo": 101.25, "backend": "numpy", "epochs": 3})
+    assert a.read_bytes() == b.read_bytes()
+    assert a.read_bytes() != save_checkpoint(tmp_path / "c.safetensors", _vae("mixture", 1)
+                                             ).read_bytes()
+
+
+def test_every_tensor_starts_aligned(tmp_path):
+    path = save_state(tmp_path / "s.safetensors", _vae("bernoulli-f64-tanh"),
+                      {"u8": np.zeros(3, np.uint8), "i64": np.arange(5), "f32": np.ones(3, "f4")})
+    raw, n, header = _header(path)
+    assert n % 8 == 0
+    for entry in header.values():
+        if isinstance(entry, dict) and "data_offsets" in entry:
+            size = {"F64": 8, "I64": 8, "F32": 4, "U8": 1}[entry["dtype"]]
+            assert entry["data_offsets"][0] % size == 0
+
+
+def _flip(raw, position, mask):
+    return raw[:position] + bytes([raw[position] ^ mask]) + raw[position + 1 :]
+
+
+def test_fuzz_byte_flips_anywhere_are_rejected(tmp_path):
+    """Flip one byte at a random place (header or data) by a random mask, many times."""
+    path = save_checkpoint(tmp_path / "m.safetensors", _vae("gaussian-learned"),
+                           metadata={"epochs": 2})
+    raw = path.read_bytes()
+    _, n, _ = _header(path)
+    rng = np.random.default_rng(2024)
+    bad = tmp_path / "bad.safetensors"
+    regions = {"length": (0, 8), "header": (8, 8 + n), "data": (8 + n, len(raw))}
+    for region, (lo, hi) in regions.items():
+        for _ in range(8 if region == "length" else 150):
+            position = int(rng.integers(lo, hi))
+            mask = int(rng.integers(1, 256))
+            bad.write_bytes(_flip(raw, position, mask))
+            with pytest.raises(CheckpointError):
+                load_vae(bad)
+    # every single bit of the data section, one at a time, in a small tensor's bytes
+    start = 8 + n
+    for position in range(start, start + 64):
+        for bit in range(8):
+            bad.write_bytes(_flip(raw, position, 1 << bit))
+            with pytest.raises(CheckpointError, match="checksum of its tensor data"):
+                load_vae(bad)
+
+
+def test_fuzz_whitespace_in_the_header_is_rejected(tmp_path):
+    # A space of the padding turned into another whitespace character is still valid JSON
+    # with the same content: only the byte-for-byte header check catches it.
+    for k in range(8):  # a metadata length whose header needs padding
+        path = save_checkpoint(tmp_path / "m.safetensors", _vae(), metadata={"pad": "x" * k})
+        raw, n, _ = _header(path)
+        padding = raw.rindex(b"}", 0, 8 + n) + 1
+        if padding < 8 + n:
+            break
+    for char in b"\t\n\r":
+        bad = tmp_path / "ws.safetensors"
+        bad.write_bytes(raw[:padding] + bytes([char]) + raw[padding + 1 :])
+        with pytest.raises(CheckpointError, match="not the one this format writes"):
+            load_vae(bad)
+
+
+def test_fuzz_truncations_and_extensions_are_rejected(tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors", _vae("mixture"))
+    raw = path.read_bytes()
+    rng = np.random.default_rng(7)
+    bad = tmp_path / "bad.safetensors"
+    for cut in [*range(0, 16), *rng.integers(16, len(raw), 60), len(raw) - 1]:
+        bad.write_bytes(raw[: int(cut)])
+        with pytest.raises(CheckpointError):
+            load_vae(bad)
+    for extra in (b"\x00", b" ", b"\x00" * 8, raw[-16:]):
+        bad.write_bytes(raw + extra)
+        with pytest.raises(CheckpointError):
+            load_vae(bad)
+
+
+def _edit_header(raw, edit):
+    """Parse the header, let ``edit`` change it, and write it back well-formed (fresh
+    length, padding), keeping the stored checksums."""
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    edit(header)
+    text = ckpt._header_bytes(header)
+    return struct.pack("<Q", len(text)) + text + raw[8 + n :]
+
+
+def _edit_config(key, value):
+    def edit(header):
+        config = json.loads(header["__metadata__"]["config"])
+        config[key] = value
+        header["__metadata__"]["config"] = ckpt._json(config)
+
+    return edit
+
+
+def _set_dtype(name, tag):
+    def edit(header):
+        header[name]["dtype"] = tag
+
+    return edit
+
+
+def _set_meta(key, value):
+    def edit(header):
+        header["__metadata__"][key] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _edit_config("beta", 0.5),
+        _edit_config("activation", "tanh"),
+        _edit_config("likelihood", "gaussian"),
+        _edit_config("dtype", "float64"),
+        _edit_config("kl", "monte_carlo"),
+        _set_dtype("enc.0.W", "I32"),  # same item size: the offsets still fit
+        _set_meta("metadata", '{"epochs":99}'),
+        _set_meta("format_version", "1"),  # would switch the checks off, if allowed
+        _set_meta("data_sha256", "0" * 64),
+    ],
+    ids=["beta", "activation", "likelihood", "dtype", "kl", "tensor-dtype", "metadata",
+         "version-1", "data-sha"],
+)
+def test_fuzz_field_edits_are_rejected(tmp_path, edit):
+    path = save_checkpoint(tmp_path / "m.safetensors", _vae(), metadata={"epochs": 2})
+    bad = tmp_path / "edited.safetensors"
+    bad.write_bytes(_edit_header(path.read_bytes(), edit))
+    with pytest.raises(CheckpointError):
+        load_vae(bad)
+
+
+@pytest.mark.parametrize("key, value", [("latent_dim", 10**12), ("input_dim", 10**9),
+                                        ("hidden_dims", [10**6, 10**6])])
+def test_absurd_sizes_are_a_checkpoint_error_not_a_memory_error(tmp_path, key, value):
+    vae = _vae()
+    config = vae.config.to_dict()
+    config[key] = value
+    path = _v2(tmp_path / "huge.safetensors", vae.params, ckpt._json(config))
+    with pytest.raises(CheckpointError, match="beyond the"):
+        load_vae(path)
+
+
+def test_a_checksummed_file_must_still_fit_its_configuration(tmp_path):
+    vae = _vae()
+    other = VAE(D, (5,), 3).config.to_dict()
+    path = _v2(tmp_path / "m.safetensors", vae.params, ckpt._json(other))
+    with pytest.raises(CheckpointError, match="does not match its own configuration"):
+        load_vae(path)
+
+
+def test_a_state_file_is_not_a_checkpoint_and_the_reverse(tmp_path):
+    vae = _vae()
+    state = save_state(tmp_path / "state.safetensors", vae, {"t": 1})
+    model = save_checkpoint(tmp_path / "model.safetensors", vae)
+    with pytest.raises(CheckpointError, match="format='vae-from-scratch-state'"):
+        load_vae(state)
+    with pytest.raises(CheckpointError, match="format='vae-from-scratch'"):
+        read_state(model)
+
+
+def test_state_round_trips_arrays_of_every_kind_and_json_values(tmp_path):
+    vae = _vae("bernoulli-f64-tanh")
+    state = {
+        "optimizer": {"t": 7, "m": {"enc.0.W": np.arange(6.0).reshape(2, 3)}},
+        "rng": {"bit_generator": "PCG64", "state": {"state": 2**127 + 3, "inc": 5}},
+        "order": np.array([3, 0, 2, 1]),
+        "generator": np.arange(16, dtype=np.uint8),
+        "step": np.array(4.0, dtype=np.float32),  # 0-d
+        "partial": np.zeros((0, 3)),
+        "history": [1.5, 2.25],
+        "empty": None,
+    }
+    path = save_state(tmp_path / "s.safetensors", vae, state, metadata={"epoch": 2})
+    params, config, back, metadata = read_state(path)
+    assert config == vae.config and metadata == {"epoch": 2}
+    assert all(params[k].tobytes() == v.tobytes() for k, v in vae.params.items())
+    assert back["rng"] == state["rng"] and back["history"] == state["history"]
+    assert back["optimizer"]["t"] == 7 and back["empty"] is None
+    for key in ("order", "generator", "step", "partial"):
+        assert back[key].dtype == state[key].dtype and back[key].shape == state[key].shape
+        assert back[key].tobytes() == state[key].tobytes()
+    np.testing.assert_array_equal(back["optimizer"]["m"]["enc.0.W"],
+                                  state["optimizer"]["m"]["enc.0.W"])
+    assert save_state(tmp_path / "again.safetensors", vae, state,
+                      metadata={"epoch": 2}).read_bytes() == path.read_bytes()
+
+
+def test_state_files_are_verified_like_checkpoints(tmp_path):
+    path = save_state(tmp_path / "s.safetensors", _vae(), {"order": np.arange(10)})
+    raw = path.read_bytes()
+    rng = np.random.default_rng(3)
+    bad = tmp_path / "bad.safetensors"
+    for _ in range(50):
+        bad.write_bytes(_flip(raw, int(rng.integers(0, len(raw))), int(rng.integers(1, 256))))
+        with pytest.raises(CheckpointError):
+            read_state(bad)
+
+
+def test_a_pickle_renamed_is_refused_without_unpickling(tmp_path, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a checkpoint must never be unpickled")
+
+    path = tmp_path / "checkpoint.safetensors"
+    path.write_bytes(pickle.dumps({"enc.0.W": np.zeros((D, 5))}, protocol=2))
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(pickle, "Unpickler", forbidden)
+    monkeypatch.setattr(np, "load", forbidden)
+    for read in (load_vae, read_state):
+        with pytest.raises(CheckpointError, match="not a readable safetensors"):
+            read(path)

@@ -51,12 +51,16 @@ def _is_png(path):
 def test_train_writes_checkpoint_metrics_and_figures(run20):
     names = {p.name for p in run20.iterdir()}
     assert names == {
+        "run.json",
+        "state.safetensors",
         "checkpoint.safetensors",
         "metrics.json",
         "loss_curves.png",
         "reconstructions.png",
         "samples.png",
     }
+    manifest = json.loads((run20 / "run.json").read_text())
+    assert manifest["status"] == "finished" and set(manifest["files"]) == names - {"run.json"}
     for name in ("loss_curves.png", "reconstructions.png", "samples.png"):
         assert _is_png(run20 / name), name
 
@@ -71,9 +75,12 @@ def test_metrics_hold_the_documented_keys(run20):
         "backend",
         "model",
         "history",
+        "kl_estimator",
+        "interrupted",
     ):
         assert key in metrics, key
     assert metrics["epochs"] == 1 and metrics["backend"] == "numpy"
+    assert metrics["kl_estimator"] == "analytic" and metrics["interrupted"] is False
     assert metrics["model"]["hidden_dims"] == [32] and metrics["model"]["latent_dim"] == 20
     assert metrics["seconds_per_epoch"] > 0
     history = metrics["history"]
@@ -138,10 +145,24 @@ def test_two_dimensional_latent_adds_the_latent_figures(run2):
         (["--hidden-dims", "0"], "hidden sizes must be positive"),
         (["--hidden-dims", "32,abc"], "hidden sizes are integers"),
         (["--likelihood", "foo"], "invalid choice"),
-        (["--latent-dim", "0"], "must be a positive integer"),
-        (["--latent-dim", "two"], "invalid"),
-        (["--obs-var", "-1"], "obs-var"),
-        (["--batch-size", "0"], "must be a positive integer"),
+        (["--latent-dim", "0"], "invalid value '0': expected a positive integer"),
+        (["--latent-dim", "two"], "invalid value 'two': expected a positive integer"),
+        (["--obs-var", "-1"], "argument --obs-var: invalid value '-1'"),
+        (["--obs-var", "abc"], "expected a variance > 0, or 'learned'"),
+        (["--batch-size", "0"], "expected a positive integer"),
+        (["--epochs", "-3"], "argument --epochs: invalid value '-3': expected an integer >= 0"),
+        (["--seed", "-1"], "argument --seed: invalid value '-1': expected an integer from 0 to "
+                           "2**63 - 1"),
+        (["--seed", str(2**63)], f"invalid value '{2**63}'"),
+        (["--seed", str(2**64 + 5)], "from 0 to 2**63 - 1"),
+        (["--lr", "nan"], "argument --lr: invalid value 'nan': expected a finite number > 0"),
+        (["--lr", "0"], "expected a finite number > 0"),
+        (["--beta", "-1"], "argument --beta: invalid value '-1'"),
+        (["--beta", "inf"], "expected a finite number >= 0"),
+        (["--kl-warmup", "-5"], "argument --kl-warmup"),
+        (["--kl-warmup", "2.5"], "argument --kl-warmup"),
+        (["--iwae-k", "-1"], "argument --iwae-k"),
+        (["--limit", "0"], "argument --limit"),
     ],
     ids=[
         "hidden-0",
@@ -150,15 +171,122 @@ def test_two_dimensional_latent_adds_the_latent_figures(run2):
         "latent-0",
         "latent-text",
         "obs-var",
+        "obs-var-text",
         "batch-size",
+        "epochs-negative",
+        "seed-negative",
+        "seed-2**63",
+        "seed-huge",
+        "lr-nan",
+        "lr-0",
+        "beta-negative",
+        "beta-inf",
+        "warmup-negative",
+        "warmup-float",
+        "iwae-negative",
+        "limit-0",
     ],
 )
 def test_argparse_rejects_bad_values(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", *args, "--out", str(tmp_path / "x")])
     assert info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.startswith("usage: vae-course train")  # the usage line, like any bad flag
+    assert "_obs_var" not in err and "_positive_int" not in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+def test_the_largest_seed_is_accepted():
+    assert build_parser().parse_args(["train", "--seed", str(2**63 - 1)]).seed == 2**63 - 1
+
+
+def test_an_unknown_flag_shows_the_usage_of_train(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--epoch-count", "3"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: vae-course train")
+    assert "vae-course train: error: unrecognized arguments: --epoch-count 3" in err
+
+
+def test_help_shows_the_defaults_and_no_markup(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for fragment in ("--latent-dim N", "(default: 20)", "(default: 400)", "(default: 0.001)",
+                     "(default: 50)", "(default: runs/train)", "--overwrite", "--resume DIR",
+                     "--limit N"):
+        assert fragment in text, fragment
+    assert "``" not in text and "%(" not in text and "(400,)" not in text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    assert "``" not in top and "vae-course: train, compare" in top
+
+
+def test_version(capsys):
+    from vae_from_scratch import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"vae-course {__version__}"
+
+
+def test_epoch_counts_read_well(tmp_path, capsys):
+    main([*QUICK, "--iwae-k", "0", "--limit", "64", "--out", str(tmp_path / "one")])
+    out = capsys.readouterr().out
+    assert "for 1 epoch;" in out and "1 epochs" not in out
+    main([*QUICK, "--epochs", "2", "--iwae-k", "0", "--limit", "64", "--out",
+          str(tmp_path / "two")])
+    assert "for 2 epochs;" in capsys.readouterr().out
+
+
+def test_metrics_record_the_kl_estimator_used(tmp_path):
+    main([*QUICK, "--iwae-k", "0", "--limit", "64", "--prior", "mixture", "--latent-dim", "2",
+          "--out", str(tmp_path / "mix")])
+    metrics = json.loads((tmp_path / "mix" / "metrics.json").read_text())
+    assert metrics["training"]["kl"] == "auto" and metrics["kl_estimator"] == "monte_carlo"
+
+
+def test_limit_uses_a_fixed_sample_of_every_digit(tmp_path):
+    from vae_from_scratch.cli import _load_data
+
+    args = build_parser().parse_args(["train", "--limit", "300"])
+    ds = _load_data(args)
+    assert ds.x_train.shape == (300, 784) and ds.x_test.shape == (300, 784)
+    assert set(ds.y_train) == set(range(10))
+    again = _load_data(build_parser().parse_args(["train", "--limit", "300", "--seed", "5"]))
+    np.testing.assert_array_equal(again.x_train, ds.x_train)  # not tied to --seed
+    with pytest.raises(ValueError, match="only 4000 training examples"):
+        _load_data(build_parser().parse_args(["train", "--limit", "5000"]))
+
+
+def test_model_flags_map_onto_the_configuration():
+    from vae_from_scratch.cli import MODEL_FLAGS
+    from vae_from_scratch.vae import VAEConfig
+
+    assert set(MODEL_FLAGS) <= set(VAEConfig.__dataclass_fields__)
+    args = build_parser().parse_args(["train"])
+    defaults = VAEConfig().to_dict()
+    for dest in MODEL_FLAGS:
+        value = getattr(args, dest)
+        assert (list(value) if isinstance(value, tuple) else value) == defaults[dest], dest
+
+
+def test_saved_flags_read_back_as_the_same_values():
+    from vae_from_scratch.cli import RUN_FLAGS, _run_argv
+
+    argv = ["train", "--hidden-dims", "64,32", "--lr", "0.0003", "--beta", "0.1",
+            "--obs-var", "learned", "--likelihood", "gaussian", "--binarize", "--seed",
+            str(2**63 - 1), "--limit", "77", "--data-dir", "/tmp/x y"]
+    args = build_parser().parse_args(argv)
+    again = build_parser().parse_args(["train", *_run_argv(args)])
+    for dest in RUN_FLAGS:
+        assert getattr(again, dest) == getattr(args, dest), dest
 
 
 def test_hidden_dims_accept_commas_and_spaces():
@@ -168,19 +296,20 @@ def test_hidden_dims_accept_commas_and_spaces():
     assert parser.parse_args(["train", "--obs-var", "learned"]).obs_var == "learned"
 
 
-def test_numpy_backend_on_cuda_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit) as info:
-        main([*QUICK, "--backend", "numpy", "--device", "cuda", "--out", str(tmp_path / "x")])
-    assert "numpy backend runs on the CPU only" in str(info.value.code)
-    assert "cuda" in str(info.value.code)
+def test_numpy_backend_on_cuda_is_a_clear_error(tmp_path, capsys):
+    code = main([*QUICK, "--backend", "numpy", "--device", "cuda", "--out", str(tmp_path / "x")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "numpy backend runs on the CPU only" in err and "--device cuda" in err
     assert not (tmp_path / "x").exists()
 
 
 def test_invalid_model_settings_exit_with_status_2_and_a_message(tmp_path, capsys):
-    code = main([*QUICK, "--beta", "-1", "--out", str(tmp_path / "x")])
+    code = main([*QUICK, "--kl", "analytic", "--prior", "mixture", "--out", str(tmp_path / "x")])
     assert code == 2
     err = capsys.readouterr().err
-    assert "vae-course train: error:" in err and "beta" in err
+    assert "vae-course train: error:" in err and "no closed form" in err
+    assert err.count("\n") == 1
     assert not (tmp_path / "x").exists()
 
 
@@ -192,12 +321,45 @@ def test_a_diverged_run_ends_with_a_message_not_a_traceback(tmp_path, capsys):
     assert "diverged" in err and "try --lr" in err
 
 
-def test_negative_epochs_is_rejected(tmp_path):
-    with pytest.raises(SystemExit, match="--epochs must be >= 0"):
-        main(["train", "--epochs", "-1", "--out", str(tmp_path / "x")])
+def test_a_diverged_run_keeps_its_last_good_state(tmp_path, capsys):
+    folder = tmp_path / "x"
+    with np.errstate(all="ignore"):
+        code = main([*QUICK, "--lr", "1e6", "--out", str(folder)])
+    assert code == 1
+    assert f"last good state (after 0 epochs) is in {folder}/" in capsys.readouterr().err
+    assert json.loads((folder / "run.json").read_text())["status"] == "diverged"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and "diverged" in metrics["error"]
+    load_vae(folder / "checkpoint.safetensors")  # the starting point, finite
 
 
 def test_a_command_is_required(capsys):
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path, capsys):
+    folder = tmp_path / "r"
+    assert main([*QUICK, "--epochs", "2", "--iwae-k", "0", "--limit", "64",
+                 "--out", str(folder)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(folder), "--epochs", "1"]) == 0  # finished: nothing
+    assert "nothing to do" in capsys.readouterr().out
+    manifest = json.loads((folder / "run.json").read_text())
+    manifest["status"] = "interrupted"  # as if Ctrl-C came during the final figures
+    (folder / "run.json").write_text(json.dumps(manifest))
+    assert main(["train", "--resume", str(folder), "--epochs", "1"]) == 2
+    assert "--epochs 1: " in capsys.readouterr().err
+    assert json.loads((folder / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_resume_notes_other_versions(capsys):
+    from vae_from_scratch.cli import _note_versions
+    from vae_from_scratch.run import versions
+
+    _note_versions(versions())
+    assert capsys.readouterr().out == ""
+    _note_versions({**versions(), "numpy": "1.0"})
+    out = capsys.readouterr().out
+    assert out.startswith("note: this run started with numpy 1.0; it continues with numpy ")

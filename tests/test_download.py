@@ -8,8 +8,12 @@ needs under a "mirror" prefix such as /good/ or /corrupt/, and passes those pref
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
+import stat
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -28,12 +32,22 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None:
             self.send_error(404, "Not Found")
             return
-        body, announced = route
+        body, announced, pause = (*route, 0.0) if len(route) == 2 else route
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(announced))
+        if announced is not None:  # None: no Content-Length, the body ends when we close
+            self.send_header("Content-Length", str(announced))
         self.end_headers()
-        self.wfile.write(body)
+        if not pause:
+            self.wfile.write(body)
+        else:  # a trickle: 100 bytes, a pause, 100 bytes, ...
+            try:
+                for start in range(0, len(body), 100):
+                    self.wfile.write(body[start : start + 100])
+                    self.wfile.flush()
+                    time.sleep(pause)
+            except OSError:  # the client gave up
+                pass
         # HTTP/1.0: the connection closes here, even when fewer bytes than announced went out.
 
     def log_message(self, format, *args):  # keep the test output clean
@@ -276,3 +290,128 @@ def test_pinned_mnist_constants_are_well_formed():
         assert len(digest) == 64 and int(digest, 16) >= 0 and digest == digest.lower()
     assert len(data.MNIST_MIRRORS) >= 2
     assert all(m.startswith("https://") and m.endswith("/") for m in data.MNIST_MIRRORS)
+
+
+# --- limits: a deadline, a size cap; files, leftovers and the command line ----------------
+
+
+def test_pinned_sizes_sit_beside_the_hashes():
+    assert set(data.MNIST_SIZES) == set(data.MNIST_FILES)
+    assert all(isinstance(n, int) and 4_000 < n < 20_000_000 for n in data.MNIST_SIZES.values())
+
+
+def test_a_trickling_mirror_is_stopped_by_the_deadline(tmp_path, server, fake_files, hashes):
+    name = "train-images-idx3-ubyte.gz"
+    body = fake_files[name] * 4  # about 10 kB at 100 bytes per 50 ms: 5 s in all
+    server.httpd.routes[f"/slow/{name}"] = (body, len(body), 0.05)
+    start = time.monotonic()
+    with pytest.raises(data.DownloadError, match=r"deadline of 0.5 s") as info:
+        data.download_mnist(tmp_path, mirrors=(f"{server.base}/slow/",),
+                            files={name: hashes[name]}, timeout=5.0, deadline=0.5,
+                            progress=False)
+    assert time.monotonic() - start < 2.5
+    assert "--deadline" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("announce", [True, False], ids=["announced", "unannounced"])
+def test_a_body_larger_than_the_pinned_size_is_cut_off(tmp_path, server, fake_files, hashes,
+                                                       announce):
+    name = "t10k-labels-idx1-ubyte.gz"
+    size = len(fake_files[name])
+    huge = fake_files[name] + b"\0" * 10 * size
+    server.httpd.routes[f"/huge/{name}"] = (huge, len(huge) if announce else None)
+    good = server.mirror("good", fake_files)
+    with pytest.raises(data.DownloadError, match="too large") as info:
+        _download(tmp_path, (f"{server.base}/huge/",), {name: hashes[name]}, progress=False,
+                  sizes={name: size})
+    assert (f"announces {len(huge)} bytes" in str(info.value)) == announce
+    assert list(tmp_path.iterdir()) == []
+    # the next mirror is tried, as for any other bad mirror
+    _download(tmp_path, (f"{server.base}/huge/", good), {name: hashes[name]}, progress=False,
+              sizes={name: size})
+    assert (tmp_path / name).read_bytes() == fake_files[name]
+
+
+def test_files_are_readable_by_the_group_and_others(tmp_path, server, fake_files, hashes):
+    old = os.umask(0o022)
+    try:
+        _download(tmp_path, (server.mirror("good", fake_files),), hashes, progress=False)
+    finally:
+        os.umask(old)
+    for name in fake_files:
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_stale_part_files_of_a_killed_download_are_removed(tmp_path, server, fake_files, hashes):
+    stale = [tmp_path / ".train-images-idx3-ubyte.gz.0a1b2c3d.part",
+             tmp_path / ".t10k-labels-idx1-ubyte.gz.k2_9xq0z.part"]  # an older version's
+    for path in stale:
+        path.write_bytes(b"half")
+    keep = [tmp_path / "notes.part", tmp_path / ".other-file.0a1b2c3d.part"]
+    for path in keep:
+        path.write_bytes(b"mine")
+    _download(tmp_path, (server.mirror("good", fake_files),), hashes, progress=False)
+    assert not any(p.exists() for p in stale)
+    assert all(p.read_bytes() == b"mine" for p in keep)
+
+
+def test_dest_that_is_a_file_is_a_clear_error(tmp_path, hashes):
+    target = tmp_path / "mnist"
+    target.write_text("a file")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        data.download_mnist(target, mirrors=("http://127.0.0.1:9/",), files=hashes)
+    with pytest.raises(ValueError, match="cannot create the download folder"):
+        data.download_mnist(target / "sub", mirrors=("http://127.0.0.1:9/",), files=hashes)
+    assert target.read_text() == "a file"
+
+
+@pytest.mark.parametrize("kwargs", [dict(timeout=0), dict(deadline=-1), dict(timeout=True),
+                                    dict(mirrors="http://127.0.0.1:9/")])
+def test_bad_limits_are_refused(tmp_path, hashes, kwargs):
+    kwargs = {"mirrors": ("http://127.0.0.1:9/",), **kwargs}
+    with pytest.raises(ValueError):
+        data.download_mnist(tmp_path, files=hashes, **kwargs)
+
+
+def _cli(*args):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "vae_from_scratch.cli", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_command_line_takes_mirrors_timeout_and_deadline(tmp_path, server, fake_files,
+                                                         monkeypatch):
+    from vae_from_scratch import cli
+
+    calls = []
+    monkeypatch.setattr(data, "download_mnist",
+                        lambda **kw: calls.append(kw) or (kw["dest"] or tmp_path))
+    bad = f"{server.base}/nothing/"
+    good = server.mirror("good", fake_files)
+    code = cli.main(["download", "mnist", "--mirror", bad, "--mirror", good,
+                     "--timeout", "2.5", "--deadline", "30", "--dest", str(tmp_path)])
+    assert code == 0
+    assert calls == [dict(dest=tmp_path, mirrors=(bad, good), timeout=2.5, deadline=30.0)]
+    calls.clear()
+    assert cli.main(["download", "mnist"]) == 0
+    assert calls[0]["mirrors"] == data.MNIST_MIRRORS
+
+
+def test_command_line_refuses_a_dest_that_is_a_file_in_one_line(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    result = _cli("download", "mnist", "--dest", str(target), "--mirror", "http://127.0.0.1:9/")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert "is a file, not a folder" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--timeout", "0"], ["--timeout", "abc"],
+                                  ["--deadline", "-5"]])
+def test_command_line_refuses_bad_limits_with_the_usage(args):
+    result = _cli("download", "mnist", *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: vae-course download")
+    assert "Traceback" not in result.stderr

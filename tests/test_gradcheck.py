@@ -212,3 +212,17 @@ def test_check_model_gradients_defaults_step_1e_5_and_seed_0(monkeypatch):
                                                              seed=0)]
     assert entries != [(k, i) for k, i, _ in _perturbations(monkeypatch, vae, max_entries=10,
                                                              seed=1)]
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.bool_, np.complex128])
+def test_numerical_gradient_refuses_arrays_that_cannot_hold_x_plus_h(dtype):
+    x = np.array([1, 2, 3]).astype(dtype)
+    before = x.copy()
+    with pytest.raises(ValueError, match="floating-point array"):
+        numerical_gradient(lambda: float(np.sum(x.astype(np.float64) ** 2)), x)
+    np.testing.assert_array_equal(x, before)  # refused before anything was perturbed
+
+
+def test_numerical_gradient_refuses_what_it_cannot_perturb_in_place():
+    with pytest.raises(TypeError, match="NumPy array"):
+        numerical_gradient(lambda: 0.0, [1.0, 2.0])

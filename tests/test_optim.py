@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from vae_from_scratch.optim import SGD, Adam
+from vae_from_scratch.optim import SGD, Adam, NonFiniteGradientError
 
 pytestmark = [pytest.mark.lesson05, pytest.mark.lesson06]
 
@@ -238,8 +238,9 @@ def test_adam_state_dict_holds_the_step_count_and_both_moments_of_every_paramete
     for g in GRADS:
         opt.step(g)
     state = opt.state_dict()
-    assert set(state) == {"t", "m.w", "m.b", "v.w", "v.b"}
+    assert set(state) == {"t", "lr", "betas", "eps", "m.w", "m.b", "v.w", "v.b"}
     assert state["t"] == 3 and isinstance(state["t"], int)
+    assert (state["lr"], tuple(state["betas"]), state["eps"]) == (0.1, (0.8, 0.9), 1e-8)
     m, v = _moments_by_hand(GRADS, 0.8, 0.9)
     for k in P0:
         np.testing.assert_allclose(state[f"m.{k}"], m[k], rtol=1e-14)
@@ -270,3 +271,161 @@ def test_sgd_velocity_of_every_parameter_by_hand():
             velocity[k] = 0.5 * velocity[k] + g[k]
             np.testing.assert_allclose(opt.velocity[k], velocity[k], rtol=1e-15)
     assert set(opt.velocity) == set(P0)
+
+
+# --- the gradients step() accepts, and the state that round-trips --------------------------
+
+OPTIMIZERS = {
+    "adam": lambda p: Adam(p, lr=0.1),
+    "sgd": lambda p: SGD(p, lr=0.1, momentum=0.9),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"w": np.array([0.5]), "b": np.array([2.0])}, r"'w' has shape \(1,\), expected \(2,\)"),
+        ({"w": np.ones((3, 2)), "b": np.array([2.0])}, r"'w' has shape \(3, 2\)"),
+        ({"w": np.array([0.5, 0.1])}, r"missing \['b'\]"),
+        ({"w": np.array([0.5, 0.1]), "b": np.array([1.0]), "c": np.zeros(1)},
+         r"unexpected \['c'\]"),
+        ({"w": np.array([0.5, 0.1]), "b": 2.0}, r"'b' has shape \(\), expected \(1,\)"),
+    ],
+    ids=["broadcast-row", "extra-axis", "missing-key", "extra-key", "scalar"],
+)
+def test_step_refuses_gradients_that_do_not_match_and_changes_nothing(name, bad, message):
+    params = _copy(P0)
+    opt = OPTIMIZERS[name](params)
+    opt.step(GRADS[0])
+    before, state = _copy(params), opt.state_dict()
+    with pytest.raises(ValueError, match=message):
+        opt.step(bad)
+    for key in params:
+        assert params[key].tobytes() == before[key].tobytes()
+    assert _same_state(opt.state_dict(), state)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_gradient_never_reaches_the_parameters(name, value):
+    params = _copy(P0)
+    opt = OPTIMIZERS[name](params)
+    before = _copy(params)
+    grads = {"w": np.array([0.5, value]), "b": np.array([1.0])}
+    with pytest.raises(NonFiniteGradientError, match="'w' contains NaN or infinite"):
+        opt.step(grads)
+    assert issubclass(NonFiniteGradientError, ValueError)
+    for key in params:
+        assert params[key].tobytes() == before[key].tobytes()
+    assert getattr(opt, "t", 0) == 0
+
+
+def test_a_gradient_whose_sum_overflows_is_still_finite():
+    params = {"w": np.zeros(4, dtype=np.float32)}
+    big = np.full(4, 3e38, dtype=np.float32)  # each finite; the sum is not
+    SGD(params, lr=1e-40).step({"w": big})
+    assert np.all(np.isfinite(params["w"]))
+
+
+@pytest.mark.parametrize("opt", [Adam, SGD])
+@pytest.mark.parametrize("lr", [True, False, "1e-3", None, [1e-3], np.bool_(True)])
+def test_learning_rate_must_be_a_number_not_a_bool_or_text(opt, lr):
+    with pytest.raises(ValueError, match="lr must be"):
+        opt(_copy(P0), lr=lr)
+
+
+@pytest.mark.parametrize("lr", [np.float32(1e-3), np.float64(1e-3), np.int64(1), 1])
+def test_numpy_scalars_are_accepted_as_hyperparameters(lr):
+    adam = Adam(_copy(P0), lr=lr, betas=(np.float32(0.9), np.float64(0.999)), eps=np.float32(1e-8))
+    sgd = SGD(_copy(P0), lr=lr, momentum=np.float32(0.5))
+    assert adam.lr == float(lr) and sgd.lr == float(lr)
+    assert isinstance(adam.betas[0], float) and isinstance(sgd.momentum, float)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(betas=(True, 0.999)), dict(betas=(0.9,)), dict(betas="ab"), dict(eps=True),
+     dict(betas=(0.9, np.nan))],
+    ids=["beta-bool", "one-beta", "text", "eps-bool", "beta-nan"],
+)
+def test_adam_refuses_other_non_numbers(kwargs):
+    with pytest.raises(ValueError):
+        Adam(_copy(P0), **kwargs)
+
+
+@pytest.mark.parametrize("momentum", [True, np.nan, "0.9"])
+def test_sgd_refuses_a_momentum_that_is_not_a_number(momentum):
+    with pytest.raises(ValueError, match="momentum"):
+        SGD(_copy(P0), momentum=momentum)
+
+
+@pytest.mark.parametrize("opt", [Adam, SGD])
+def test_setting_lr_later_is_checked_too(opt):
+    o = opt(_copy(P0), lr=0.1)
+    o.lr = np.float32(0.5)
+    assert o.lr == 0.5
+    with pytest.raises(ValueError, match="lr must be"):
+        o.lr = float("nan")
+
+
+def _same_state(a, b):
+    if set(a) != set(b):
+        return False
+    for key in a:
+        if isinstance(a[key], np.ndarray):
+            if a[key].dtype != b[key].dtype or a[key].tobytes() != b[key].tobytes():
+                return False
+        elif a[key] != b[key]:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_state_dict_round_trips_exactly_and_resumes_bit_for_bit(name):
+    rng = np.random.default_rng(0)
+    grads = [{k: rng.standard_normal(v.shape).astype(np.float32) for k, v in P0.items()}
+             for _ in range(6)]
+    f32 = {k: v.astype(np.float32) for k, v in P0.items()}
+    straight = _copy(f32)
+    opt = OPTIMIZERS[name](straight)
+    for g in grads:
+        opt.step(g)
+
+    part = _copy(f32)
+    opt1 = OPTIMIZERS[name](part)
+    for g in grads[:3]:
+        opt1.step(g)
+    state, saved = opt1.state_dict(), _copy(part)
+    opt1.step(grads[3])  # the saved state is a copy: later steps do not change it
+    resumed = _copy(saved)
+    fresh = OPTIMIZERS[name](resumed)
+    fresh.load_state_dict(state)
+    assert _same_state(fresh.state_dict(), state)
+    for g in grads[3:]:
+        fresh.step(g)
+    for key in straight:
+        assert resumed[key].tobytes() == straight[key].tobytes(), key
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_load_state_dict_refuses_a_state_that_does_not_fit_and_changes_nothing(name):
+    params = _copy(P0)
+    opt = OPTIMIZERS[name](params)
+    opt.step(GRADS[0])
+    good = opt.state_dict()
+    array_key = next(k for k, v in good.items() if isinstance(v, np.ndarray))
+    bad_states = [
+        {k: v for k, v in good.items() if k != array_key},  # a key missing
+        {**good, "extra": 1},
+        {**good, array_key: np.zeros(7)},  # wrong shape
+        {**good, array_key: good[array_key].astype(np.float32)},  # wrong dtype
+        {**good, "lr": True},
+        "not a dict",
+    ]
+    if name == "adam":
+        bad_states += [{**good, "t": -1}, {**good, "t": 1.5}, {**good, "betas": [0.9, 1.0]}]
+    for bad in bad_states:
+        with pytest.raises(ValueError):
+            opt.load_state_dict(bad)
+        assert _same_state(opt.state_dict(), good)

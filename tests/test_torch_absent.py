@@ -89,17 +89,16 @@ def test_without_torch_the_torch_commands_fail_with_an_install_hint(tmp_path):
     unused = tmp_path / "unused"
     script = textwrap.dedent(
         f"""
-        import sys
+        import contextlib, io, sys
         sys.modules["torch"] = None
         from vae_from_scratch.cli import main
         out = []
         for argv in (["compare"],
                      ["train", "--backend", "torch", "--epochs", "0", "--out", {str(unused)!r}]):
-            try:
-                main(argv)
-                out.append("no error")
-            except SystemExit as err:
-                out.append(str(err.code))
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                code = main(argv)
+            out.append(f"{{code}} {{err.getvalue().strip()}}")
         try:
             import vae_from_scratch.torch_vae
             out.append("imported")
@@ -113,7 +112,8 @@ def test_without_torch_the_torch_commands_fail_with_an_install_hint(tmp_path):
                           env=env, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     compare, train, torch_vae = proc.stdout.strip().splitlines()
-    assert "compare needs PyTorch" in compare and "pip install" in compare
-    assert "torch backend needs PyTorch" in train and "pip install" in train
+    assert compare.startswith("2 vae-course compare: error: compare needs PyTorch")
+    assert train.startswith("2 vae-course train: error: the torch backend needs PyTorch")
+    assert "pip install" in compare and "pip install" in train
     assert torch_vae == "ImportError"
     assert not unused.exists()

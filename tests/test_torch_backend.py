@@ -14,17 +14,20 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed")
 
-from vae_from_scratch.checkpoint import load_vae  # noqa: E402
+from vae_from_scratch.checkpoint import load_vae, read_state, save_state  # noqa: E402
 from vae_from_scratch.data import load_mnist  # noqa: E402
 from vae_from_scratch.evaluate import negative_elbo  # noqa: E402
 from vae_from_scratch.torch_vae import (  # noqa: E402
     RECOMMENDED_GUARD_EVERY,
     TorchBackend,
     TorchVAE,
+    available_devices,
+    default_device,
     load,
+    resolve_device,
     save,
 )
-from vae_from_scratch.train import EVAL_SEED, TrainingDiverged, fit  # noqa: E402
+from vae_from_scratch.train import EVAL_SEED, LoopState, TrainingDiverged, fit  # noqa: E402
 from vae_from_scratch.vae import VAE  # noqa: E402
 
 pytestmark = [pytest.mark.lesson06, pytest.mark.torch]
@@ -191,3 +194,123 @@ def test_short_training_run_on_cuda(digits):
     vae = backend.to_vae()
     for name, p in backend.model.params.items():
         assert np.array_equal(vae.params[name], p.detach().cpu().numpy())
+
+
+# --- checks shared with the NumPy backend, devices, and resuming ---------------------------
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(kl_warmup=-1), "kl_warmup must be a whole number"),
+    (dict(kl_warmup=float("nan")), "kl_warmup must be a whole number"),
+    (dict(kl_warmup=2.5), "kl_warmup must be a whole number"),
+    (dict(binarize="yes"), "binarize must be True or False"),
+])
+def test_backend_refuses_bad_schedule_options_like_the_numpy_backend(digits, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TorchBackend(small_vae(), digits[0], device="cpu", **kwargs)
+
+
+def test_a_bad_test_set_fails_before_the_first_step(digits):
+    backend = TorchBackend(small_vae(), digits[0], device="cpu")
+    with pytest.raises(ValueError, match=r"x_test must have shape \(N, 784\)"):
+        fit(backend, digits[1][:, :100], epochs=1, progress=False)
+    assert backend.steps_done == 0
+
+
+@pytest.mark.parametrize("name, message", [
+    ("foo", "unknown device 'foo'; this machine has: cpu"),
+    ("cuda:99", "device 'cuda:99' is not available"),
+    ("mps", "device 'mps' is not available"),
+    ("meta", "not one the course runs on"),
+    (3, "device must be a name"),
+])
+def test_resolve_device_names_the_devices_this_machine_has(name, message):
+    if name == "cuda:99" and not torch.cuda.is_available():
+        message = "device 'cuda:99' is not available: "
+    if name == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    with pytest.raises(ValueError, match=message) as info:
+        resolve_device(name)
+    text = str(info.value)
+    assert "\n" not in text
+    if name != 3:
+        assert "this machine has: cpu" in text
+    assert available_devices()[0] == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_a_value_error_everywhere(digits, tmp_path):
+    with pytest.raises(ValueError, match="'cuda' is not available.*this machine has: cpu"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="this machine has: cpu"):
+        TorchBackend(small_vae(), digits[0], device="cuda")
+    path = save(tmp_path / "m.safetensors", small_vae())
+    with pytest.raises(ValueError, match="this machine has: cpu"):
+        load(path, device="cuda")
+    with pytest.raises(ValueError, match="this machine has: cpu"):
+        load(tmp_path / "no-such-file", device="cuda")  # the device is checked first
+
+
+def test_resolve_device_passes_what_is_there():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device(None) == default_device()
+
+
+def _stoppable(x_train, vae=None, **kwargs):
+    kwargs = {"batch_size": 64, "lr": 3e-3, "device": "cpu", "seed": 7, "binarize": True,
+              "kl_warmup": 5, **kwargs}
+    return TorchBackend(vae or small_vae(), x_train, **kwargs)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("stop_at", [3, 8, 13])  # 8 steps per epoch
+def test_cpu_run_stopped_and_resumed_ends_bit_for_bit(digits, tmp_path, optimizer, stop_at):
+    x_train, x_test = digits
+    straight = _stoppable(x_train, optimizer=optimizer)
+    h_straight = fit(straight, x_test, epochs=3, progress=False)
+
+    first = _stoppable(x_train, optimizer=optimizer)
+    loop = LoopState()
+    fit(first, x_test, epochs=3, progress=False, loop=loop,
+        stop=lambda: first.steps_done >= stop_at)
+    assert loop.stopped and loop.global_step == stop_at
+    path = save_state(tmp_path / "state.safetensors", first.to_vae(),
+                      {"backend": first.state_dict(), "loop": loop.to_dict()})
+    params, config, state, _ = read_state(path)
+    resumed = _stoppable(x_train, VAE(config=config, params=params), optimizer=optimizer)
+    resumed.load_state_dict(state["backend"])
+    h = fit(resumed, x_test, epochs=3, progress=False, loop=LoopState.from_dict(state["loop"]))
+    for name, p in straight.model.params.items():
+        assert torch.equal(resumed.model.params[name], p), name
+    for key in ("train_loss", "train_recon", "train_kl", "test_nelbo"):
+        assert getattr(h, key) == getattr(h_straight, key), key
+
+
+def test_torch_load_state_dict_refuses_states_that_do_not_fit(digits):
+    backend = _stoppable(digits[0])
+    fit(backend, None, epochs=1, progress=False)
+    good = backend.state_dict()
+    name = next(iter(good["optimizer"]["state"]))
+    bad_opt = {**good["optimizer"], "state": {
+        **good["optimizer"]["state"],
+        name: {**good["optimizer"]["state"][name], "exp_avg": np.zeros(3, np.float32)}}}
+    bad_states = [
+        {k: v for k, v in good.items() if k != "generator"},
+        {**good, "generator": np.zeros(5, np.uint8)},  # not a CPU generator's state
+        {**good, "generator": good["generator"].astype(np.int64)},
+        {**good, "order": np.arange(3)},
+        {**good, "steps_done": True},
+        {**good, "optimizer": bad_opt},
+        {**good, "optimizer": {**good["optimizer"], "state": {"nope": {}}}},
+    ]
+    before = backend.state_dict()
+    for bad in bad_states:
+        with pytest.raises(ValueError):
+            backend.load_state_dict(bad)
+        after = backend.state_dict()
+        assert np.array_equal(after["generator"], before["generator"])
+        assert after["steps_done"] == before["steps_done"]
+        for n, entry in before["optimizer"]["state"].items():
+            for key, value in entry.items():
+                assert np.array_equal(after["optimizer"]["state"][n][key], value)

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from vae_from_scratch import VAE, data
+from vae_from_scratch.checkpoint import read_state, save_state
 from vae_from_scratch.evaluate import negative_elbo
 from vae_from_scratch.train import (
     EVAL_SEED,
     History,
+    LoopState,
     NumpyBackend,
     TrainingDiverged,
     fit,
@@ -252,3 +254,168 @@ def test_backend_rejects_bad_arguments(mnist):
         NumpyBackend(vae, x_train * 255)
     with pytest.raises(ValueError, match="shape"):
         NumpyBackend(vae, x_train[:, :100])
+
+
+# --- checks before the first step ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kl_warmup", [-1, 2.5, float("nan"), True, "10", None])
+def test_backend_refuses_a_kl_warmup_that_is_not_a_step_count(mnist, kl_warmup):
+    with pytest.raises(ValueError, match="kl_warmup must be a whole number of steps"):
+        NumpyBackend(VAE(784, (16,), 2), mnist[0], kl_warmup=kl_warmup)
+
+
+@pytest.mark.parametrize("binarize", ["yes", "False", 1, 0, None])
+def test_backend_refuses_a_binarize_that_is_not_a_bool(mnist, binarize):
+    with pytest.raises(ValueError, match="binarize must be True or False"):
+        NumpyBackend(VAE(784, (16,), 2), mnist[0], binarize=binarize)
+
+
+def test_numpy_integers_and_bools_are_fine(mnist):
+    backend = NumpyBackend(VAE(784, (16,), 2), mnist[0], kl_warmup=np.int64(5),
+                           binarize=np.bool_(True))
+    assert backend.kl_warmup == 5 and backend.binarize is True
+
+
+@pytest.mark.parametrize("x_test, message", [
+    (np.zeros((10, 100), np.float32), r"x_test must have shape \(N, 784\)"),
+    (np.zeros((0, 784), np.float32), "x_test is empty"),
+    (np.full((3, 784), 2.0, np.float32), r"\[0, 1\]"),
+])
+def test_a_bad_test_set_fails_before_the_first_step(mnist, x_test, message):
+    vae = VAE(784, (16,), 2, seed=0)
+    calls = _recording(vae)
+    with pytest.raises(ValueError, match=message):
+        fit(NumpyBackend(vae, mnist[0], batch_size=BATCH), x_test, epochs=2, progress=False)
+    assert calls == []
+
+
+@pytest.mark.parametrize("epochs", [2.5, True, "3"])
+def test_epochs_must_be_an_integer(mnist, epochs):
+    with pytest.raises(ValueError, match="epochs must be an integer"):
+        fit(NumpyBackend(VAE(784, (16,), 2), mnist[0]), None, epochs=epochs, progress=False)
+
+
+# --- stopping and resuming ----------------------------------------------------------------
+
+
+def _stop_after(backend, n):
+    """A stop() that says yes once the backend has taken n steps."""
+    return lambda: backend.steps_done >= n
+
+
+def _backend(x_train, optimizer="adam", vae=None):
+    vae = vae or VAE(784, (16,), 2, seed=1)
+    return NumpyBackend(vae, x_train, batch_size=BATCH, lr=3e-3, seed=5, optimizer=optimizer,
+                        binarize=True, kl_warmup=6)
+
+
+def _save_and_restore(tmp_path, backend, loop, x_train, optimizer):
+    """Through a state file and back into fresh objects, as a resumed process does."""
+    path = save_state(tmp_path / "state.safetensors", backend.to_vae(),
+                      {"backend": backend.state_dict(), "loop": loop.to_dict()})
+    params, config, state, _ = read_state(path)
+    fresh = _backend(x_train, optimizer, VAE(config=config, params=params))
+    fresh.load_state_dict(state["backend"])
+    return fresh, LoopState.from_dict(state["loop"])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("stop_at", [1, 3, STEPS, STEPS + 2, 2 * STEPS + 1])
+def test_stopped_and_resumed_run_ends_bit_for_bit_where_the_straight_run_ends(
+    mnist, tmp_path, optimizer, stop_at
+):
+    x_train, x_test = mnist
+    epochs = 3
+    straight = _backend(x_train, optimizer)
+    h_straight = fit(straight, x_test, epochs=epochs, progress=False)
+
+    first = _backend(x_train, optimizer)
+    loop = LoopState()
+    saved = []
+    fit(first, x_test, epochs=epochs, progress=False, loop=loop, stop=_stop_after(first, stop_at),
+        on_epoch_end=lambda lp: saved.append(lp.epochs_done))
+    assert loop.stopped
+    assert loop.global_step == stop_at
+    assert (loop.epochs_done, loop.step) == divmod(stop_at, STEPS)
+    assert saved == list(range(1, loop.epochs_done + 1))
+    resumed, loop2 = _save_and_restore(tmp_path, first, loop, x_train, optimizer)
+    h = fit(resumed, x_test, epochs=epochs, progress=False, loop=loop2)
+    assert not loop2.stopped and loop2.epochs_done == epochs
+    for key, value in straight.vae.params.items():
+        assert resumed.vae.params[key].tobytes() == value.tobytes(), key
+    assert _without_timing(h) == _without_timing(h_straight)
+    assert resumed.steps_done == straight.steps_done == epochs * STEPS
+
+
+def test_a_stop_inside_the_last_step_finishes_the_epoch_first(mnist):
+    loop, backend = LoopState(), _backend(mnist[0])
+    fit(backend, None, epochs=2, progress=False, loop=loop,
+        stop=_stop_after(backend, STEPS))  # says yes after the epoch's last step
+    assert loop.stopped and loop.epochs_done == 1 and loop.step == 0
+    assert loop.history.epoch == [1]
+
+
+def test_a_stop_before_anything_returns_at_once(mnist):
+    backend = _backend(mnist[0])
+    loop = LoopState()
+    fit(backend, None, epochs=2, progress=False, loop=loop, stop=lambda: True)
+    assert loop.stopped and loop.epochs_done == 0 and backend.steps_done == 0
+
+
+def test_a_nan_in_the_steps_before_a_stop_is_still_caught(mnist):
+    vae = VAE(784, (16,), 2, seed=0)
+    _nan_gradient_at(vae, 2)
+    backend = NumpyBackend(vae, mnist[0], batch_size=BATCH)
+    with pytest.raises(TrainingDiverged, match=r"step 2\b"):
+        fit(backend, None, epochs=1, progress=False, guard_every=50,
+            stop=_stop_after(backend, 2))
+
+
+def test_a_finished_loop_does_nothing_and_more_epochs_continue_it(mnist, tmp_path):
+    x_train, x_test = mnist
+    straight = _backend(x_train)
+    fit(straight, x_test, epochs=3, progress=False)
+    backend, loop = _backend(x_train), LoopState()
+    fit(backend, x_test, epochs=2, progress=False, loop=loop)
+    fit(backend, x_test, epochs=2, progress=False, loop=loop)  # nothing left to do
+    assert loop.epochs_done == 2 and backend.steps_done == 2 * STEPS
+    fit(backend, x_test, epochs=3, progress=False, loop=loop)  # a longer run
+    for key, value in straight.vae.params.items():
+        assert backend.vae.params[key].tobytes() == value.tobytes(), key
+    with pytest.raises(ValueError, match="done 3 epochs already"):
+        fit(backend, x_test, epochs=1, progress=False, loop=loop)
+
+
+def test_load_state_dict_refuses_states_that_do_not_fit(mnist):
+    backend = _backend(mnist[0])
+    fit(backend, None, epochs=1, progress=False)
+    good = backend.state_dict()
+    bad_states = [
+        {k: v for k, v in good.items() if k != "rng"},
+        {**good, "rng": {"bit_generator": "MT19937", "state": {}}},
+        {**good, "order": np.arange(10)},
+        {**good, "order": np.zeros(N_TRAIN, dtype=np.int64)},
+        {**good, "steps_done": -1},
+        {**good, "optimizer": {**good["optimizer"], "t": "x"}},
+    ]
+    before = backend.state_dict()
+    for bad in bad_states:
+        with pytest.raises(ValueError):
+            backend.load_state_dict(bad)
+        after = backend.state_dict()
+        assert after["rng"] == before["rng"] and after["steps_done"] == before["steps_done"]
+        assert np.array_equal(after["order"], before["order"])
+
+
+def test_loop_state_from_dict_checks_its_counts():
+    good = LoopState(History(epoch=[1], train_loss=[2.0]), 1, 2, np.zeros((2, 3)), 9).to_dict()
+    assert LoopState.from_dict(good).to_dict()["global_step"] == 9
+    for bad in (
+        {**good, "step": 3},  # partial has two rows
+        {**good, "epochs_done": 2},
+        {**good, "history": {"colour": []}},
+        {k: v for k, v in good.items() if k != "partial"},
+    ):
+        with pytest.raises(ValueError, match="not a training loop state"):
+            LoopState.from_dict(bad)

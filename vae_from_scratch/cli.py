@@ -2,27 +2,73 @@
 
 vae-course train                      # the NumPy VAE on the embedded MNIST digits
 vae-course train --latent-dim 2 --backend torch --device cuda
+vae-course train --resume runs/train  # continue a run that was stopped (Ctrl-C)
 vae-course compare                    # NumPy and PyTorch side by side
 vae-course download mnist             # full MNIST, checked against pinned SHA-256
 vae-course lessons build | check      # lessons/ from solutions/
+
+A user's mistake (a bad flag, an output folder that cannot take the run, a device this
+machine lacks, missing data) ends in one line on stderr and exit status 2, before any
+training; a diverged run ends with status 1, a run stopped by Ctrl-C with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
+import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from vae_from_scratch import __version__
+from vae_from_scratch.vae import ACTIVATIONS, DTYPES, KL_MODES, LIKELIHOODS, PRIORS
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+DESCRIPTION = "vae-course: train, compare, download data, and build the lessons."
+
+# --- argument types: each says what was wrong and what was expected -----------------------
+
+
+def _integer(low, high=None, what="an integer"):
+    """An argparse type: an integer in [low, high]."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {what}")
+        return value
+
+    return parse
+
+
+_positive_int = _integer(1, what="a positive integer")
+_count = _integer(0, what="an integer >= 0")
+_seed = _integer(0, 2**63 - 1, what="an integer from 0 to 2**63 - 1 (9223372036854775807)")
+
+
+def _real(low, inclusive, what):
+    """An argparse type: a finite number above ``low`` (or equal, if ``inclusive``)."""
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (value >= low if inclusive else value > low)):
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {what}")
+        return value
+
+    return parse
+
+
+_positive_float = _real(0.0, False, "a finite number > 0")
+_nonneg_float = _real(0.0, True, "a finite number >= 0")
+_seconds = _real(0.0, False, "a number of seconds > 0")
 
 
 def _hidden_dims(text):
@@ -40,71 +86,248 @@ def _hidden_dims(text):
 def _obs_var(text):
     if text == "learned":
         return text
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"--obs-var must be > 0 or 'learned', got {text}")
-    return value
+    return _real(0.0, False, "a variance > 0, or 'learned'")(text)
+
+
+# --- the flags of train, in one place ------------------------------------------------------
+
+#: The model's flags, one per VAEConfig field set from the command line (flag: the field's
+#: name with '-' for '_'). A new configuration field needs one line here, nothing else.
+MODEL_FLAGS = {
+    "latent_dim": dict(type=_positive_int, default=20, metavar="N", help="size of the code z"),
+    "hidden_dims": dict(type=_hidden_dims, default=(400,), metavar="SIZES",
+                        help="hidden layer sizes, e.g. 400 or 512,256"),
+    "activation": dict(choices=ACTIVATIONS, default="relu", help="hidden-layer nonlinearity"),
+    "likelihood": dict(choices=LIKELIHOODS, default="bernoulli",
+                       help="the decoder's distribution p(x|z)"),
+    "obs_var": dict(type=_obs_var, default=1.0, metavar="VAR",
+                    help="the Gaussian decoder's variance, or 'learned' for one per pixel"),
+    "beta": dict(type=_nonneg_float, default=1.0, metavar="B", help="weight on the KL term"),
+    "kl": dict(choices=KL_MODES, default="auto",
+               help="KL estimator; auto: analytic for the standard prior, else Monte Carlo"),
+    "prior": dict(choices=PRIORS, default="standard", help="the prior p(z)"),
+    "n_components": dict(type=_positive_int, default=10, metavar="K",
+                         help="components of the mixture prior"),
+    "dtype": dict(choices=tuple(DTYPES), default="float32", help="floating-point precision"),
+}
+
+#: How the model is trained; with MODEL_FLAGS, what a run saves and --resume restores.
+TRAINING_FLAGS = {
+    "epochs": dict(type=_count, default=50, metavar="N", help="passes over the training set"),
+    "batch_size": dict(type=_positive_int, default=128, metavar="N", help="examples per step"),
+    "lr": dict(type=_positive_float, default=1e-3, metavar="LR", help="Adam's learning rate"),
+    "kl_warmup": dict(type=_count, default=0, metavar="STEPS",
+                      help="steps over which the KL weight ramps up from 0 to beta"),
+    "binarize": dict(action="store_true",
+                     help="draw each pixel as 0 or 1 anew at every step (dynamic binarization)"),
+    "seed": dict(type=_seed, default=0, metavar="S",
+                 help="seeds the initial weights, the shuffling and the noise"),
+    "data": dict(choices=("embedded", "mnist"), default="embedded",
+                 help="the 5,000 digits shipped with the course, or full MNIST"),
+    "data_dir": dict(type=Path, default=None, metavar="DIR",
+                     help="folder of the MNIST IDX files (default: where download puts them)"),
+    "limit": dict(type=_positive_int, default=None, metavar="N",
+                  help="use N training and at most N test examples, a fixed sample (quick trials)"),
+    "backend": dict(choices=("numpy", "torch"), default="numpy",
+                    help="the hand-written NumPy model or its PyTorch mirror"),
+    "device": dict(default=None, metavar="DEVICE",
+                   help="torch device: cpu, cuda, cuda:N or mps (default: the fastest present)"),
+    "iwae_k": dict(type=_count, default=100, metavar="K",
+                   help="samples for the final importance-weighted -log p(x); 0 skips it"),
+}
+RUN_FLAGS = {**MODEL_FLAGS, **TRAINING_FLAGS}
+#: Flags a resumed run may change: a new total of epochs.
+RESUME_MAY_CHANGE = ("epochs",)
+
+
+def _option(dest):
+    return "--" + dest.replace("_", "-")
+
+
+def _flag_text(value):
+    """A flag's value as typed on the command line (the inverse of its type)."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, float):
+        return repr(value)  # the shortest text that reads back as the same float
+    return str(value)
+
+
+def _add_flags(parser, table):
+    for dest, spec in table.items():
+        spec = dict(spec)
+        help_text = spec.pop("help")
+        default = spec.get("default")
+        if default is not None and spec.get("action") != "store_true":
+            help_text += f" (default: {_flag_text(default)})"
+        parser.add_argument(_option(dest), dest=dest, help=help_text.replace("%", "%%"), **spec)
+
+
+def _train_parser(sub):
+    t = sub.add_parser(
+        "train",
+        help="train a VAE and write checkpoint, metrics and figures",
+        description="Train a VAE. Writes --out DIR as it goes (state and checkpoint after "
+        "every epoch); Ctrl-C stops at the next step and saves, and --resume DIR continues.",
+    )
+    _add_flags(t.add_argument_group("model"), MODEL_FLAGS)
+    _add_flags(t.add_argument_group("training"), TRAINING_FLAGS)
+    out = t.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=None, metavar="DIR",
+                     help="output folder: new or empty, or a previous run's with --overwrite "
+                     "(default: runs/train)")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace the run in --out (removes only the files that run wrote)")
+    out.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                     help="continue the run in DIR with its saved flags (--epochs may raise "
+                     "the total)")
+    out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    return t
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="vae-course", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="vae-course", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a VAE and write checkpoint, metrics and figures")
-    t.add_argument("--latent-dim", type=_positive_int, default=20)
-    t.add_argument("--hidden-dims", type=_hidden_dims, default=(400,), help="e.g. 400 or 512,256")
-    t.add_argument("--activation", choices=("relu", "tanh"), default="relu")
-    t.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
-    t.add_argument(
-        "--obs-var",
-        type=_obs_var,
-        default=1.0,
-        help="Gaussian decoder variance, or 'learned' (default 1.0)",
-    )
-    t.add_argument("--beta", type=float, default=1.0, help="weight on the KL term")
-    t.add_argument("--kl", choices=("auto", "analytic", "monte_carlo"), default="auto")
-    t.add_argument("--prior", choices=("standard", "mixture"), default="standard")
-    t.add_argument("--n-components", type=_positive_int, default=10)
-    t.add_argument("--epochs", type=int, default=50)
-    t.add_argument("--batch-size", type=_positive_int, default=128)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--kl-warmup", type=int, default=0, help="steps to ramp the KL weight up")
-    t.add_argument("--binarize", action="store_true", help="dynamic binarization of pixels")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    t.add_argument("--data", choices=("embedded", "mnist"), default="embedded")
-    t.add_argument("--data-dir", type=Path, default=None, help="folder of the MNIST IDX files")
-    t.add_argument("--backend", choices=("numpy", "torch"), default="numpy")
-    t.add_argument("--device", default=None, help="torch device (default: cuda, mps or cpu)")
-    t.add_argument(
-        "--iwae-k",
-        type=int,
-        default=100,
-        help="samples for the final importance-weighted -log p(x) (0 to skip)",
-    )
-    t.add_argument("--out", type=Path, default=Path("runs/train"), help="output folder")
-    t.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    _train_parser(sub)
 
     c = sub.add_parser("compare", help="NumPy and PyTorch VAEs side by side")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--steps", type=_positive_int, default=200)
-    c.add_argument("--device", default=None)
+    c.add_argument("--seed", type=_seed, default=0, help="(default: 0)")
+    c.add_argument("--steps", type=_positive_int, default=200,
+                   help="Adam steps of the trajectory comparison (default: 200)")
+    c.add_argument("--device", default=None,
+                   help="torch device: cpu, cuda, cuda:N or mps (default: the fastest present)")
 
     d = sub.add_parser("download", help="download a dataset")
     d.add_argument("dataset", choices=("mnist",))
-    d.add_argument("--dest", type=Path, default=None, help="folder (default: the data cache)")
+    d.add_argument("--dest", type=Path, default=None, metavar="DIR",
+                   help="folder (default: the data cache, $VAE_COURSE_DATA or "
+                   "~/.cache/vae-from-scratch/mnist)")
+    d.add_argument("--mirror", action="append", default=None, metavar="URL",
+                   help="a base URL to fetch from instead of the built-in mirrors (repeat to "
+                   "try several in order)")
+    d.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
+                   help="seconds before a silent connection is given up (default: 30)")
+    d.add_argument("--deadline", type=_seconds, default=600.0, metavar="S",
+                   help="seconds the whole download may take (default: 600)")
 
     les = sub.add_parser("lessons", help="generate lessons/ from solutions/, or check them")
     les.add_argument("action", choices=("build", "check"))
     les.add_argument("--solutions", type=Path, default=Path("solutions"))
     les.add_argument("--lessons", type=Path, default=Path("lessons"))
+
+    for p in sub.choices.values():
+        p.set_defaults(_parser=p)  # to report an unknown flag with this command's usage
     return parser
 
 
-def _load_data(args):
-    from vae_from_scratch.data import load_mnist
+# --- train ----------------------------------------------------------------------------------
 
-    return load_mnist(source=args.data, root=args.data_dir)
+
+class _Unset:
+    """Marks a flag the user did not type."""
+
+    def __repr__(self):
+        return "<unset>"
+
+
+def _typed_flags(argv):
+    """The run flags typed on the command line (dest -> value), found by parsing ``argv``
+    again with every default replaced by a marker."""
+    unset = _Unset()
+    parser = argparse.ArgumentParser(add_help=False)
+    _add_flags(parser, {k: {**v, "default": unset} for k, v in RUN_FLAGS.items()})
+    args, _ = parser.parse_known_args(argv)
+    return {k: v for k, v in vars(args).items() if v is not unset}
+
+
+def _run_argv(args):
+    """The run flags of ``args`` as a command line: parsing it gives the same values."""
+    argv = []
+    for dest, spec in RUN_FLAGS.items():
+        value = getattr(args, dest)
+        if spec.get("action") == "store_true":
+            argv += [_option(dest)] if value else []
+        elif value is not None:
+            argv += [_option(dest), _flag_text(value)]
+    return argv
+
+
+def _run_flags(args):
+    """The run flags as JSON values, for metrics.json."""
+    return {
+        dest: list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v
+        for dest in RUN_FLAGS
+        for v in [getattr(args, dest)]
+    }
+
+
+def _plural(n, word):
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _resume_args(args, argv, saved_argv):
+    """The namespace of a resumed run: its saved flags, with a new --epochs if given.
+    ValueError for a typed flag that contradicts the saved ones."""
+    saved = build_parser().parse_args(["train", *saved_argv])
+    typed = _typed_flags(argv)
+    conflicts = [
+        f"{_option(dest)} {_flag_text(value)} (the run has {_flag_text(getattr(saved, dest))})"
+        for dest, value in typed.items()
+        if dest not in RESUME_MAY_CHANGE and value != getattr(saved, dest)
+        and not (dest == "data_dir" and Path(value).resolve() == saved.data_dir)
+    ]
+    if conflicts:
+        raise ValueError(
+            f"--resume continues a run with the flags it started with; {'; '.join(conflicts)}. "
+            "Start a new run (another --out) to change them"
+        )
+    if "epochs" in typed:
+        saved.epochs = typed["epochs"]
+    saved.out = saved.resume = args.resume
+    saved.quiet, saved.overwrite = args.quiet, False
+    return saved
+
+
+def _load_data(args):
+    from vae_from_scratch.data import Dataset, MissingDataError, load_mnist
+
+    try:
+        ds = load_mnist(source=args.data, root=args.data_dir, dtype=args.dtype)
+    except MissingDataError as err:
+        raise FileNotFoundError(err.explain("--data-dir FOLDER")) from None
+    if args.limit is None:
+        return ds
+    if args.limit > len(ds.x_train):
+        raise ValueError(
+            f"--limit {args.limit}: the {ds.name} data have only {len(ds.x_train)} training "
+            "examples"
+        )
+    pick = np.random.default_rng(0)  # a fixed sample, whatever --seed is: all digits appear
+    train = np.sort(pick.permutation(len(ds.x_train))[: args.limit])
+    test = np.sort(pick.permutation(len(ds.x_test))[: args.limit])
+    return Dataset(ds.x_train[train], ds.y_train[train], ds.x_test[test], ds.y_test[test],
+                   name=f"{ds.name}, sample of {args.limit}")
+
+
+def _check_device(args):
+    """The device as a name this machine has (so that a resumed run uses the same one);
+    ValueError, before any data is read, for one it lacks."""
+    if args.backend == "numpy":
+        if args.device not in (None, "cpu"):
+            raise ValueError(
+                f"the numpy backend runs on the CPU only, not on --device {args.device}; "
+                "use --backend torch for a GPU"
+            )
+        return "cpu"
+    try:
+        from vae_from_scratch.torch_vae import resolve_device
+    except ImportError as err:
+        raise ValueError(
+            f"the torch backend needs PyTorch ({err}); install it with: pip install -e '.[torch]'"
+        ) from None
+    return str(resolve_device(args.device))
 
 
 def _make_backend(args, vae, x_train):
@@ -118,91 +341,225 @@ def _make_backend(args, vae, x_train):
         kl_warmup=args.kl_warmup,
     )
     if args.backend == "numpy":
-        if args.device not in (None, "cpu"):
-            raise SystemExit(f"the numpy backend runs on the CPU only; got --device {args.device}")
         return NumpyBackend(vae, x_train, **common)
-    try:
-        from vae_from_scratch.torch_vae import TorchBackend
-    except ImportError as err:
-        raise SystemExit(
-            f"the torch backend needs PyTorch ({err}); install it with: pip install -e '.[torch]'"
-        ) from None
+    from vae_from_scratch.torch_vae import TorchBackend
+
     return TorchBackend(vae, x_train, device=args.device, **common)
 
 
-def cmd_train(args):
-    from vae_from_scratch import plots
-    from vae_from_scratch.checkpoint import save_checkpoint
-    from vae_from_scratch.evaluate import iwae_nll
-    from vae_from_scratch.train import fit
+def _model_kwargs(args):
+    return {dest: getattr(args, dest) for dest in MODEL_FLAGS}
+
+
+def _open_resumed(args, argv):
+    """Reopen the run of --resume: (run, namespace, params, config, saved state, loop,
+    info). RunFolderError / ValueError if it cannot continue."""
+    from vae_from_scratch import run as runs
+    from vae_from_scratch.train import LoopState
+
+    if args.overwrite:
+        raise ValueError("--overwrite and --resume do not go together")
+    if args.out is not None and args.out.resolve() != args.resume.resolve():
+        raise ValueError(f"--out {args.out} and --resume {args.resume} name different folders")
+    run = runs.Run.reopen(args.resume)
+    try:
+        if run.status == "diverged":
+            raise runs.RunFolderError(
+                f"--resume {args.resume}: that run diverged, and with the same flags it would "
+                "again; start a new run (e.g. with a lower --lr)"
+            )
+        params, config, saved, info = run.load()
+        missing = [k for k in ("argv", "data_sha256") if k not in info]
+        missing += [k for k in ("backend", "loop") if k not in saved]
+        try:
+            if missing:
+                raise ValueError(f"no {', '.join(missing)}")
+            loop = LoopState.from_dict(saved["loop"])
+        except ValueError as err:
+            raise runs.RunFolderError(
+                f"--resume {args.resume}: its saved state is incomplete ({err})"
+            ) from None
+        args = _resume_args(args, argv, info["argv"])
+    except BaseException:
+        run.close()
+        raise
+    return run, args, params, config, saved, loop, info
+
+
+def cmd_train(args, argv=()):
+    from vae_from_scratch import run as runs
+    from vae_from_scratch.train import LoopState
     from vae_from_scratch.vae import VAE
 
-    if args.epochs < 0:
-        raise SystemExit(f"--epochs must be >= 0, got {args.epochs}")
-    ds = _load_data(args)
-    vae = VAE(
-        input_dim=ds.x_train.shape[1],
-        hidden_dims=args.hidden_dims,
-        latent_dim=args.latent_dim,
-        activation=args.activation,
-        likelihood=args.likelihood,
-        obs_var=args.obs_var,
-        beta=args.beta,
-        kl=args.kl,
-        prior=args.prior,
-        n_components=args.n_components,
-        seed=args.seed,
-        dtype=args.dtype,
-    )
-    backend = _make_backend(args, vae, ds.x_train)
-    log = None if args.quiet else print
-    print(
-        f"training {vae} on {ds.name} ({len(ds.x_train)} train, {len(ds.x_test)} test) "
-        f"with the {backend.name} backend for {args.epochs} epochs"
-    )
-    t0 = time.perf_counter()
-    history = fit(
-        backend,
-        ds.x_test,
-        epochs=args.epochs,
-        log=log,
-        lr_hint=f"try --lr {args.lr / 3:.1e}",
-    )
-    total = time.perf_counter() - t0
-    vae = backend.to_vae()
+    # Everything is checked before the first step: folder, flags, device, data, model.
+    resume = args.resume is not None
+    if resume:
+        run, args, params, config, saved, loop, info = _open_resumed(args, argv)
+        if loop.epochs_done >= args.epochs and run.status == "finished":
+            run.close()
+            print(f"{args.out} already finished its {_plural(loop.epochs_done, 'epoch')}; "
+                  "nothing to do (pass --epochs N with a larger N to train further)")
+            return 0
+        if args.epochs < loop.epochs_done:
+            run.close()
+            raise ValueError(
+                f"--epochs {args.epochs}: {args.out} has done {loop.epochs_done} already"
+            )
+    else:
+        args.out = args.out if args.out is not None else Path("runs/train")
+        runs.check_new(args.out, overwrite=args.overwrite)
+        if args.data_dir is not None:
+            args.data_dir = args.data_dir.resolve()  # a resumed run may start elsewhere
+    try:
+        args.device = _check_device(args)
+        ds = _load_data(args)
+        fingerprint = runs.data_fingerprint(ds.x_train, ds.x_test)
+        if resume:
+            if fingerprint != info["data_sha256"]:
+                raise ValueError(f"the training data differ from those {args.out} started with")
+            vae = VAE(config=config, params=params)
+        else:
+            vae = VAE(input_dim=ds.x_train.shape[1], seed=args.seed, **_model_kwargs(args))
+            loop = LoopState()
+        backend = _make_backend(args, vae, ds.x_train)
+        if resume:
+            backend.load_state_dict(saved["backend"])
+            _note_versions(info.get("versions", {}))
+        x_test = backend.check_x(ds.x_test, "x_test")
+        elapsed = info.get("seconds", 0.0) if resume else 0.0
+        if not resume:
+            run = runs.Run.create(args.out, overwrite=args.overwrite)
+    except BaseException:
+        if resume:
+            run.close()
+        raise
+    with run:
+        return _train_in(run, args, ds, x_test, backend, loop, fingerprint, elapsed)
+
+
+def _note_versions(saved):
+    """Say so when a resumed run continues with other versions than it started with."""
+    from vae_from_scratch import run as runs
+
+    now = runs.versions()
+    changed = [k for k, v in now.items() if saved.get(k) not in (None, v)]
+    if changed:
+        print(
+            "note: this run started with "
+            + ", ".join(f"{k} {saved[k]}" for k in changed)
+            + "; it continues with "
+            + ", ".join(f"{k} {now[k]}" for k in changed)
+            + ": its last digits may differ from an uninterrupted run"
+        )
+
+
+def _train_in(run, args, ds, x_test, backend, loop, fingerprint, elapsed):
+    """Train in the open run folder, saving after every epoch; then the final outputs."""
+    from vae_from_scratch import run as runs
+    from vae_from_scratch.train import TrainingDiverged, fit
 
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = {
-        "backend": backend.name,
-        "device": str(getattr(backend, "device", "cpu")),
-        "data": ds.name,
-        "epochs": args.epochs,
-        "train_nelbo": history.train_nelbo[-1] if history.epoch else None,
-        "test_nelbo": history.test_nelbo[-1] if history.epoch else None,
-        "seconds_per_epoch": float(np.mean(history.seconds)) if history.epoch else None,
-        "seconds_total": total,
-        "model": vae.config.to_dict(),
-        "training": {
-            k: (str(v) if isinstance(v, Path) else v)
-            for k, v in vars(args).items()
-            if k not in ("command",)
-        },
-        "history": history.as_dict(),
-    }
-    if args.iwae_k > 0:
-        metrics[f"test_nll_iwae_k{args.iwae_k}"] = iwae_nll(vae, ds.x_test, k=args.iwae_k)
-    save_checkpoint(
-        out / "checkpoint.safetensors",
-        vae,
-        metadata={
-            "epochs": args.epochs,
-            "backend": backend.name,
-            "test_nelbo": metrics["test_nelbo"],
-        },
-    )
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    started = time.perf_counter()
+    argv = _run_argv(args)
 
+    def seconds():
+        return elapsed + time.perf_counter() - started
+
+    def save(loop):
+        vae = backend.to_vae()
+        history = loop.history
+        run.save(
+            vae,
+            {"backend": backend.state_dict(), "loop": loop.to_dict()},
+            {"argv": argv, "data_sha256": fingerprint, "backend": backend.name,
+             "device": args.device, "seconds": seconds(), "versions": runs.versions()},
+            {"epochs": loop.epochs_done, "backend": backend.name,
+             "test_nelbo": history.test_nelbo[-1] if history.test_nelbo else None},
+        )
+
+    def metrics(status, extra=None):
+        history = loop.history
+        done = bool(history.epoch)
+        return {
+            "status": status,
+            "interrupted": status == "interrupted",
+            "backend": backend.name,
+            "device": args.device,
+            "data": ds.name,
+            "epochs": args.epochs,
+            "epochs_done": loop.epochs_done,
+            "train_nelbo": history.train_nelbo[-1] if done else None,
+            "test_nelbo": history.test_nelbo[-1] if done else None,
+            "seconds_per_epoch": float(np.mean(history.seconds)) if done else None,
+            "seconds_total": seconds(),
+            "kl_estimator": backend.config.kl_mode,
+            "model": backend.config.to_dict(),
+            "training": {**_run_flags(args), "out": str(out)},
+            "history": history.as_dict(),
+            **(extra or {}),
+        }
+
+    run.set_status("running")
+    if args.resume is None:
+        save(loop)  # the starting point: even a run stopped in its first epoch can resume
+        print(
+            f"training {backend.to_vae()} on {ds.name} ({len(ds.x_train)} train, "
+            f"{len(ds.x_test)} test) with the {backend.name} backend for "
+            f"{_plural(args.epochs, 'epoch')}; writing {out}/"
+        )
+    else:
+        where = f"epoch {loop.epochs_done + 1}, step {loop.step}" if loop.step else (
+            f"the end of epoch {loop.epochs_done}")
+        print(f"resuming {out} at {where} of {args.epochs} with the {backend.name} backend")
+    stop = runs.StopRequest()
+    with stop:
+        try:
+            fit(
+                backend,
+                x_test,
+                epochs=args.epochs,
+                log=None if args.quiet else print,
+                lr_hint=f"try --lr {args.lr / 3:.1e}",
+                loop=loop,
+                on_epoch_end=save,
+                stop=stop,
+            )
+        except TrainingDiverged as err:
+            run.set_status("diverged")
+            run.write_json(runs.METRICS, metrics("diverged", {"error": str(err)}))
+            raise TrainingDiverged(
+                f"{err} The last good state (after {_plural(loop.epochs_done, 'epoch')}) is "
+                f"in {out}/."
+            ) from None
+        if not stop.requested:
+            summary, files = _final_outputs(run, args, ds, backend, loop, stop, metrics)
+    if stop.requested:
+        if loop.stopped:
+            save(loop)
+        run.write_json(runs.METRICS, metrics("interrupted"))
+        run.set_status("interrupted")
+        where = f"in epoch {loop.epochs_done + 1} (step {loop.step})" if loop.step else (
+            f"after {_plural(loop.epochs_done, 'epoch')} of {args.epochs}")
+        print(f"interrupted {where}; saved {out}/. Continue with: vae-course train --resume "
+              f"{shlex.quote(str(out))}", file=sys.stderr)
+        return 130
+    run.set_status("finished")
+    took = time.perf_counter() - started
+    print(f"done in {took:.1f} s: {summary}. Wrote {out}/ ({', '.join(files)})")
+    return 0
+
+
+def _final_outputs(run, args, ds, backend, loop, stop, metrics):
+    """metrics.json (with the IWAE estimate) and the figures, once training is done."""
+    from vae_from_scratch import plots
+    from vae_from_scratch import run as runs
+    from vae_from_scratch.evaluate import iwae_nll
+
+    vae = backend.to_vae()
+    history = loop.history
+    extra = {}
+    if args.iwae_k > 0:
+        extra[f"test_nll_iwae_k{args.iwae_k}"] = iwae_nll(vae, ds.x_test, k=args.iwae_k)
     figures = {}
     if history.epoch:
         figures["loss_curves"] = plots.loss_curves(history)
@@ -212,40 +569,46 @@ def cmd_train(args):
         mu, _ = vae.encode(ds.x_test)
         figures["latent_scatter"] = plots.latent_scatter(mu, ds.y_test)
         figures["latent_manifold"] = plots.latent_manifold(vae, n=15)
-    plots.save_figures(figures, out)
-
-    summary = f"test -ELBO {metrics['test_nelbo']:.2f} nats" if history.epoch else "no epochs"
+    run.expect(*(f"{name}.png" for name in figures))
+    plots.save_figures(figures, run.folder)
+    run.write_json(runs.METRICS, metrics("interrupted" if stop.requested else "finished", extra))
+    summary = f"test -ELBO {history.test_nelbo[-1]:.2f} nats" if history.epoch else "no epochs"
     if args.iwae_k > 0:
-        summary += (
-            f", IWAE(k={args.iwae_k}) -log p(x) {metrics[f'test_nll_iwae_k{args.iwae_k}']:.2f}"
-        )
-    print(
-        f"done in {total:.1f} s: {summary}. Wrote {out}/ (checkpoint.safetensors, "
-        f"metrics.json, {', '.join(f + '.png' for f in figures)})"
-    )
-    return 0
+        summary += f", IWAE(k={args.iwae_k}) -log p(x) {extra[f'test_nll_iwae_k{args.iwae_k}']:.2f}"
+    files = [runs.CHECKPOINT, runs.METRICS, *(f + ".png" for f in figures)]
+    return summary, files
+
+
+# --- the other commands -------------------------------------------------------------------
 
 
 def cmd_compare(args):
     try:
         from vae_from_scratch.compare import run_compare
+        from vae_from_scratch.torch_vae import resolve_device
     except ImportError as err:
-        raise SystemExit(f"compare needs PyTorch ({err}); pip install -e '.[torch]'") from None
-    run_compare(seed=args.seed, steps=args.steps, device=args.device)
+        raise ValueError(f"compare needs PyTorch ({err}); pip install -e '.[torch]'") from None
+    device = resolve_device(args.device)  # before any work: one line naming those present
+    run_compare(seed=args.seed, steps=args.steps, device=device)
     return 0
 
 
 def cmd_download(args):
-    from vae_from_scratch.data import DownloadError, download_mnist
+    from vae_from_scratch import data
 
     try:
-        path = download_mnist(dest=args.dest)
-    except DownloadError as err:
+        path = data.download_mnist(
+            dest=args.dest,
+            mirrors=tuple(args.mirror) if args.mirror else data.MNIST_MIRRORS,
+            timeout=args.timeout,
+            deadline=args.deadline,
+        )
+    except data.DownloadError as err:
         print(f"download failed:\n{err}", file=sys.stderr)
         return 1
     print(
         f"MNIST is in {path}; train on it with: vae-course train --data mnist"
-        + (f" --data-dir {path}" if args.dest else "")
+        + (f" --data-dir {shlex.quote(str(path))}" if args.dest else "")
     )
     return 0
 
@@ -268,9 +631,14 @@ def cmd_lessons(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # with the usage of the command that was given, not the top level's
+        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    del args._parser
     handler = {
-        "train": cmd_train,
+        "train": lambda a: cmd_train(a, argv[1:]),
         "compare": cmd_compare,
         "download": cmd_download,
         "lessons": cmd_lessons,
@@ -282,8 +650,12 @@ def main(argv=None):
     except TrainingDiverged as err:
         print(f"vae-course {args.command}: stopped: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training
+        print(f"vae-course {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as err:
-        print(f"vae-course {args.command}: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).split())  # one line
+        print(f"vae-course {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -27,7 +27,7 @@ from vae_from_scratch.optim import Adam
 from vae_from_scratch.torch_vae import (
     TorchBackend,
     TorchVAE,
-    default_device,
+    resolve_device,
 )
 from vae_from_scratch.train import NumpyBackend, fit
 from vae_from_scratch.vae import VAE
@@ -114,7 +114,7 @@ def run_compare(seed=0, steps=200, device=None, print_fn=print):
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    device = default_device() if device is None else torch.device(device)
+    device = resolve_device(device)  # a device this machine lacks: ValueError naming those it has
     device64 = torch.device("cpu") if device.type == "mps" else device
     data = load_mnist()
     rng = np.random.default_rng(seed)

@@ -23,7 +23,7 @@ import io
 import os
 import struct
 import sys
-import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -41,6 +41,8 @@ __all__ = [
     "EMBEDDED_SHA256",
     "MNIST_FILES",
     "MNIST_MIRRORS",
+    "MNIST_SIZES",
+    "MissingDataError",
     "bimodal_1d",
     "bimodal_2d",
     "binarize",
@@ -72,6 +74,21 @@ MNIST_FILES: dict[str, str] = {
         "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"
     ),
 }
+
+#: The size in bytes of each of those files: a download that announces or sends more is cut
+#: off there (and the SHA-256 above catches one that is shorter or different).
+MNIST_SIZES: dict[str, int] = {
+    "train-images-idx3-ubyte.gz": 9_912_422,
+    "train-labels-idx1-ubyte.gz": 28_881,
+    "t10k-images-idx3-ubyte.gz": 1_648_877,
+    "t10k-labels-idx1-ubyte.gz": 4_542,
+}
+
+#: The cap for a file whose size is not pinned.
+MAX_DOWNLOAD_BYTES = 64 << 20
+
+#: Seconds a whole ``download_mnist`` may take before it gives up (finished files are kept).
+DEFAULT_DEADLINE = 600.0
 
 #: Base URLs tried in order; each serves the four files of ``MNIST_FILES`` by name.
 MNIST_MIRRORS: tuple[str, ...] = (
@@ -225,16 +242,29 @@ def _find_idx_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
+class MissingDataError(FileNotFoundError):
+    """MNIST's IDX files are not in ``folder``; ``missing`` names those absent."""
+
+    def __init__(self, folder: Path, missing: list[str], option: str = "root="):
+        self.folder, self.missing = folder, list(missing)
+        super().__init__(self.explain(option))
+
+    def explain(self, option: str) -> str:
+        """The message, pointing at ``option`` (``root=`` in Python, ``--data-dir`` in the
+        command line) as the way to name another folder."""
+        return (
+            f"MNIST files not found in {self.folder}: {', '.join(self.missing)} (.gz or "
+            "uncompressed). Run `vae-course download mnist` to fetch them, or pass "
+            f"{option} pointing at a folder that holds them."
+        )
+
+
 def _load_idx_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Read the four MNIST IDX files from ``folder`` as flattened uint8 arrays."""
     paths = {part: _find_idx_file(folder, stem) for part, stem in _MNIST_PARTS.items()}
     missing = [stem for part, stem in _MNIST_PARTS.items() if paths[part] is None]
     if missing:
-        raise FileNotFoundError(
-            f"MNIST files not found in {folder}: {', '.join(missing)} (.gz or uncompressed). "
-            "Run `vae-course download mnist` to fetch them, or pass root= pointing at a "
-            "folder that holds them."
-        )
+        raise MissingDataError(folder, missing)
     out = []
     for split in ("train", "test"):
         images = read_idx(paths[(split, "images")])
@@ -335,34 +365,58 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fetch_to(url: str, target: Path, timeout: float, progress: bool, label: str) -> str:
-    """Stream ``url`` into the file ``target``; returns the SHA-256 of what was written.
+class _DeadlinePassed(Exception):
+    """The whole download ran out of time (not a mirror's fault: no other mirror is tried)."""
 
-    Raises OSError / HTTPException on network trouble and ValueError when the body is
-    shorter than the Content-Length the server announced.
+
+def _fetch_to(url, out, timeout, progress, label, cap, deadline):
+    """Stream ``url`` into the binary file ``out``; returns the SHA-256 of what was written.
+
+    ``cap``: the most bytes accepted (a larger Content-Length or body is refused);
+    ``deadline``: a ``time.monotonic()`` value after which the download stops.
+    Raises OSError / HTTPException on network trouble, ValueError for a truncated or
+    oversized body, and _DeadlinePassed.
     """
     from tqdm.auto import tqdm
 
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _DeadlinePassed()
     digest = hashlib.sha256()
     received = 0
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    # each blocking connect or read waits at most this long
+    with urllib.request.urlopen(url, timeout=min(timeout, remaining)) as response:
         length_header = response.headers.get("Content-Length")
         length = int(length_header) if length_header and length_header.isdigit() else None
+        if length is not None and length > cap:
+            raise ValueError(f"too large: the server announces {length} bytes, expected {cap}")
         show = progress and sys.stderr is not None and sys.stderr.isatty()
-        with (
-            open(target, "wb") as out,
-            tqdm(
-                total=length, unit="B", unit_scale=True, desc=label, disable=not show, leave=False
-            ) as bar,
-        ):
-            while chunk := response.read(_CHUNK):
+        with tqdm(
+            total=length, unit="B", unit_scale=True, desc=label, disable=not show, leave=False
+        ) as bar:
+            # read1: what one receive brings, so the deadline is checked while bytes trickle
+            while chunk := response.read1(_CHUNK):
+                received += len(chunk)
+                if received > cap:
+                    raise ValueError(f"too large: more than the {cap} bytes expected")
                 out.write(chunk)
                 digest.update(chunk)
-                received += len(chunk)
                 bar.update(len(chunk))
+                if time.monotonic() > deadline:
+                    raise _DeadlinePassed()
     if length is not None and received != length:
         raise ValueError(f"truncated body: expected {length} bytes, got {received}")
     return digest.hexdigest()
+
+
+def _prepare_dest(dest: Path) -> None:
+    """Create ``dest`` or raise ValueError saying why it cannot be the download folder."""
+    if dest.exists() and not dest.is_dir():
+        raise ValueError(f"the download folder {dest} is a file, not a folder")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the download folder {dest}: {err.strerror}") from None
 
 
 def download_mnist(
@@ -371,14 +425,18 @@ def download_mnist(
     files: Mapping[str, str] = MNIST_FILES,
     timeout: float = 30.0,
     progress: bool = True,
+    sizes: Mapping[str, int] | None = None,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> Path:
     """Download the MNIST IDX files into ``dest`` and verify each one's SHA-256.
 
     For each file (name -> expected SHA-256 in ``files``): if it is already in ``dest`` with
     the right hash it is kept; otherwise the mirrors are tried in order. A body is streamed
     to a temporary file in ``dest``, checked, and only then renamed to its final name, so a
-    final-named file is always complete and verified. An HTTP error, a connection failure, a
-    truncated body or a wrong checksum moves on to the next mirror.
+    final-named file is always complete and verified (mode 0644 under the usual umask).
+    An HTTP error, a connection failure, a truncated or oversized body or a wrong checksum
+    moves on to the next mirror. Temporary ``.part`` files that a killed download left
+    behind are removed first.
 
     Args:
         dest: target folder, created if needed; default ``default_data_dir() / "mnist"``.
@@ -386,38 +444,54 @@ def download_mnist(
         files: file name -> lowercase hex SHA-256.
         timeout: seconds before a silent connection is given up.
         progress: show a progress bar (only when stderr is a terminal).
+        sizes: file name -> the most bytes accepted (default :data:`MNIST_SIZES`; files
+            not named there may have up to :data:`MAX_DOWNLOAD_BYTES`).
+        deadline: seconds the whole download may take; then it stops (files finished so
+            far are kept, so a retry continues).
 
     Returns:
         The destination folder, ready for ``load_mnist(source="mnist", root=dest)``.
 
     Raises:
-        DownloadError: a file failed on every mirror; the message says why for each.
+        DownloadError: a file failed on every mirror (the message says why for each), or
+            the deadline passed.
+        ValueError: bad arguments, or ``dest`` cannot be a folder (it is a file, ...).
     """
+    from vae_from_scratch.files import atomic_writer, remove_stale_temporaries
+
     dest = Path(dest) if dest is not None else default_data_dir() / "mnist"
-    if not mirrors:
-        raise ValueError("mirrors must name at least one base URL")
-    dest.mkdir(parents=True, exist_ok=True)
+    if isinstance(mirrors, str) or not mirrors:
+        raise ValueError("mirrors must name at least one base URL (a list of them)")
+    for name, value in (("timeout", timeout), ("deadline", deadline)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+    sizes = MNIST_SIZES if sizes is None else sizes
+    _prepare_dest(dest)
+    remove_stale_temporaries(dest, names=set(files), suffix=".part")
+    end = time.monotonic() + deadline
     for name, expected in files.items():
         expected = expected.lower()
         final = dest / name
         if final.is_file() and _sha256_file(final) == expected:
             continue
+        cap = sizes.get(name, MAX_DOWNLOAD_BYTES)
         failures = []
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + name
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=dest)
-            os.close(fd)
-            tmp = Path(tmp_name)
             try:
-                digest = _fetch_to(url, tmp, timeout, progress, name)
-                if digest != expected:
-                    raise ValueError(f"checksum mismatch: got SHA-256 {digest}")
-                os.replace(tmp, final)
+                with atomic_writer(final, suffix=".part") as out:
+                    digest = _fetch_to(url, out, timeout, progress, name, cap, end)
+                    if digest != expected:  # raised inside: the final name is not touched
+                        raise ValueError(f"checksum mismatch: got SHA-256 {digest}")
                 break
+            except _DeadlinePassed:
+                raise DownloadError(
+                    f"gave up on {name}: the download took longer than its deadline of "
+                    f"{deadline:g} s (files finished so far are kept; run it again, or allow "
+                    "more time with --deadline)"
+                ) from None
             except (OSError, HTTPException, ValueError) as err:
                 failures.append(f"  {url}: {_describe(err)}")
-            finally:
-                tmp.unlink(missing_ok=True)
         else:
             raise DownloadError(
                 f"could not download {name} (expected SHA-256 {expected}) from any mirror:\n"

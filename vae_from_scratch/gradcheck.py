@@ -15,7 +15,19 @@ def numerical_gradient(f, x, h=1e-5):
     ``x``, which ``f`` reads. Each entry is perturbed in place and restored exactly.
 
     x (any shape) -> array of the same shape with (f(x + h e_i) - f(x - h e_i)) / 2h.
+    ``x`` must be a floating-point NumPy array (float64 for an accurate check): an integer
+    array cannot hold x + h, so its differences would be silently wrong.
     """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(
+            f"x must be the NumPy array that f reads (it is changed in place), got "
+            f"{type(x).__name__}"
+        )
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(
+            f"x must be a floating-point array (float64 for an accurate check), got {x.dtype}: "
+            f"an integer array cannot hold x + h; use x.astype(np.float64) and let f read that"
+        )
     grad = np.zeros_like(x, dtype=np.float64)
     it = np.nditer(x, flags=["multi_index"])
     for _ in it:

@@ -121,16 +121,21 @@ def latent_manifold(vae, n=15):
 
 @_styled
 def save_figures(figures, folder):
-    """Write {name: Figure} as ``folder/name.png`` and close them; returns the paths."""
+    """Write {name: Figure} as ``folder/name.png`` and close them; returns the paths.
+
+    Each file is written atomically (a crash leaves the old file or the new one)."""
+    import io
     from pathlib import Path
 
     import matplotlib.pyplot as plt
 
+    from vae_from_scratch.files import atomic_write_bytes
+
     folder = Path(folder)
     paths = []
     for name, fig in figures.items():
-        path = folder / f"{name}.png"
-        fig.savefig(path)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
         plt.close(fig)
-        paths.append(path)
+        paths.append(atomic_write_bytes(folder / f"{name}.png", buffer.getvalue()))
     return paths

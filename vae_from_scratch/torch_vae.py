@@ -35,7 +35,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from vae_from_scratch.checkpoint import read_checkpoint, save_checkpoint
-from vae_from_scratch.train import EVAL_SEED, check_batch_size, warmup_beta
+from vae_from_scratch.train import (
+    EVAL_SEED,
+    check_batch_size,
+    check_binarize,
+    check_kl_warmup,
+    check_order,
+    check_steps_done,
+    warmup_beta,
+)
 from vae_from_scratch.vae import KL_MODES, VAE, LossTerms, VAEConfig, check_beta, param_shapes
 
 __all__ = [
@@ -43,9 +51,11 @@ __all__ = [
     "TorchBackend",
     "TorchLossTerms",
     "TorchVAE",
+    "available_devices",
     "default_device",
     "load",
     "negative_elbo",
+    "resolve_device",
     "save",
 ]
 
@@ -72,9 +82,68 @@ def default_device():
     return torch.device("cpu")
 
 
+def _mps_available():
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
+def available_devices():
+    """The devices torch can use here, as names: ['cpu'], then 'cuda:0'..., 'mps'."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if _mps_available():
+        names.append("mps")
+    return names
+
+
+def resolve_device(device=None):
+    """``device`` (a name such as 'cpu', 'cuda', 'cuda:1', 'mps', or a torch.device) as a
+    torch.device this machine has; None means :func:`default_device`.
+
+    Raises ValueError with one line that says why and names the devices this machine
+    has, for a typo ('foo'), a GPU that is not there, or a device type the course does
+    not run on.
+    """
+    if device is None:
+        return default_device()
+    have = f"this machine has: {', '.join(available_devices())}"
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, str):
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"unknown device {device!r}; {have}") from None
+    else:
+        raise ValueError(f"device must be a name such as 'cpu' or 'cuda', got {device!r}")
+    name = str(device)
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                "this PyTorch build has no CUDA support"
+                if torch.version.cuda is None
+                else "PyTorch finds no CUDA GPU"
+            )
+            raise ValueError(f"device {name!r} is not available: {why}; {have}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} is not available; {have}")
+        return dev
+    if dev.type == "mps":
+        if not _mps_available():
+            raise ValueError(
+                f"device {name!r} is not available: Apple's MPS needs Apple silicon and a "
+                f"macOS build of PyTorch; {have}"
+            )
+        return dev
+    raise ValueError(f"device {name!r} is not one the course runs on; {have}")
+
+
 def _device(device):
     """``device`` as a torch.device; None means :func:`default_device`."""
-    return default_device() if device is None else torch.device(device)
+    return resolve_device(device)
 
 
 def _dtype_name(dtype):
@@ -589,7 +658,10 @@ def save(path, model, metadata=None):
 
 
 def load(path, device=None, dtype=None):
-    """Rebuild a :class:`TorchVAE` from a checkpoint written by either backend."""
+    """Rebuild a :class:`TorchVAE` from a checkpoint written by either backend.
+
+    The device is checked (:func:`resolve_device`) before the file is read."""
+    device = resolve_device(device)
     params, config, _ = read_checkpoint(path)
     return TorchVAE(config=config, params=params, device=device, dtype=dtype)
 
@@ -683,22 +755,23 @@ class TorchBackend:
         compile=False,
     ):
         batch_size = check_batch_size(batch_size)
+        check_binarize(binarize), check_kl_warmup(kl_warmup)  # before the data move
         if isinstance(vae, TorchVAE):
             if dtype is not None and _dtype_name(dtype) != vae.config.dtype:
                 raise ValueError(
                     f"the model is {vae.config.dtype}; convert it with "
                     "TorchVAE.from_numpy(model.to_numpy(), dtype=...) first"
                 )
-            model = vae if device is None else vae.to(torch.device(device))
+            model = vae if device is None else vae.to(resolve_device(device))
         else:
-            model = TorchVAE.from_numpy(vae, device=device, dtype=dtype)
+            model = TorchVAE.from_numpy(vae, device=resolve_device(device), dtype=dtype)
         self.model = model
         self.config = model.config
         self.device = model.device
         self.x_train = model._check_x(x_train, "x_train")  # on the device, checked once
         self.batch_size = batch_size
-        self.binarize = binarize
-        self.kl_warmup = kl_warmup
+        self.binarize = check_binarize(binarize)
+        self.kl_warmup = check_kl_warmup(kl_warmup)
         self.steps_done = 0
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
         params = list(model.parameters())
@@ -716,7 +789,10 @@ class TorchBackend:
     def start_epoch(self):
         n = self.x_train.shape[0]
         self.order = torch.randperm(n, generator=self.generator, device=self.device)
-        return -(-n // self.batch_size)
+        return self.steps_per_epoch()
+
+    def steps_per_epoch(self):
+        return -(-self.x_train.shape[0] // self.batch_size)
 
     def step(self, i):
         model, g = self.model, self.generator
@@ -741,9 +817,93 @@ class TorchBackend:
             return np.zeros((0, 3))
         return torch.stack(pending).to("cpu", torch.float64).numpy().reshape(-1, 3)
 
+    def check_x(self, x, name="x"):
+        return self.model._check_x(x, name)
+
     def evaluate(self, x):
         return negative_elbo(self.model, x, seed=EVAL_SEED)
 
     def to_vae(self):
         """The current parameters as a NumPy VAE (a copy; NaN is copied, not refused)."""
         return self.model.to_numpy(check=False)
+
+    # --- saving and restoring (NumPy arrays and JSON values only: no pickle) --------------
+
+    def state_dict(self):
+        """torch's optimizer state keyed by parameter name, the generator's state (uint8),
+        steps taken and the current epoch's order, all as NumPy arrays and JSON values."""
+        names = list(self.model.params)
+        saved = self.opt.state_dict()
+        return {
+            "optimizer": {
+                "state": {
+                    names[i]: {key: _to_numpy(value) for key, value in entry.items()}
+                    for i, entry in saved["state"].items()
+                },
+                "param_groups": [
+                    {k: list(v) if isinstance(v, tuple) else v for k, v in group.items()}
+                    for group in saved["param_groups"]
+                ],
+            },
+            "generator": self.generator.get_state().numpy().copy(),
+            "steps_done": self.steps_done,
+            "order": None if self.order is None else self.order.cpu().numpy().copy(),
+        }
+
+    def load_state_dict(self, state):
+        """Restore a :meth:`state_dict`; everything is checked before anything changes."""
+        keys = {"optimizer", "generator", "steps_done", "order"}
+        if not isinstance(state, dict) or set(state) != keys:
+            raise ValueError(f"not a TorchBackend state: expected {sorted(keys)}")
+        params = self.model.params
+        names = list(params)
+        opt_state = state["optimizer"]
+        try:
+            entries, groups = opt_state["state"], opt_state["param_groups"]
+            unknown = sorted(set(entries) - set(names))
+            if unknown:
+                raise ValueError(f"state for unknown parameters {unknown}")
+            restored = {}
+            for name, entry in entries.items():
+                restored[names.index(name)] = {}
+                for key, value in entry.items():
+                    value = torch.from_numpy(np.array(value))
+                    if key != "step" and tuple(value.shape) != tuple(params[name].shape):
+                        raise ValueError(
+                            f"{key} of {name} has shape {tuple(value.shape)}, expected "
+                            f"{tuple(params[name].shape)}"
+                        )
+                    restored[names.index(name)][key] = value
+            groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in groups]
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"the saved optimizer state is unusable: {err}") from None
+        generator = np.asarray(state["generator"])
+        if generator.dtype != np.uint8 or generator.ndim != 1:
+            raise ValueError("the saved generator state is not a 1-D uint8 array")
+        probe = torch.Generator(device=self.device)
+        try:
+            probe.set_state(torch.from_numpy(generator.copy()))
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(
+                f"the saved generator state does not fit a generator on {self.device} "
+                f"(was the run started on another device?): {err}"
+            ) from None
+        order = check_order(state["order"], self.x_train.shape[0])
+        steps_done = check_steps_done(state["steps_done"])
+        snapshot = self.opt.state_dict()
+        try:
+            self.opt.load_state_dict({"state": restored, "param_groups": groups})
+        except (ValueError, KeyError, RuntimeError) as err:
+            self.opt.load_state_dict(snapshot)
+            raise ValueError(f"the saved optimizer state is unusable: {err}") from None
+        self.generator.set_state(probe.get_state())
+        self.order = None if order is None else torch.from_numpy(
+            order.astype(np.int64)).to(self.device)
+        self.steps_done = steps_done
+
+
+def _to_numpy(value):
+    """A tensor of optimizer state as a NumPy array on the host (0-d stays 0-d)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy().copy()
+    return value
