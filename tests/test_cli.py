@@ -142,8 +142,12 @@ def test_two_dimensional_latent_adds_the_latent_figures(run2):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--hidden-dims", "0"], "hidden sizes must be positive"),
-        (["--hidden-dims", "32,abc"], "hidden sizes are integers"),
+        (["--hidden-dims", "0"], "hidden sizes are positive integers separated by commas"),
+        (["--hidden-dims", "32,abc"], "hidden sizes are positive integers separated by commas"),
+        (["--channels", "32,0"], "channel counts are positive integers separated by commas"),
+        (["--architecture", "cnn"], "invalid choice: 'cnn'"),
+        (["--free-bits", "-1"], "expected a finite number >= 0"),
+        (["--likelihood", "poisson"], "invalid choice: 'poisson'"),
         (["--likelihood", "foo"], "invalid choice"),
         (["--latent-dim", "0"], "invalid value '0': expected a positive integer"),
         (["--latent-dim", "two"], "invalid value 'two': expected a positive integer"),
@@ -167,6 +171,10 @@ def test_two_dimensional_latent_adds_the_latent_figures(run2):
     ids=[
         "hidden-0",
         "hidden-text",
+        "channels-0",
+        "architecture",
+        "free-bits-negative",
+        "likelihood-poisson",
         "likelihood",
         "latent-0",
         "latent-text",
@@ -269,12 +277,14 @@ def test_model_flags_map_onto_the_configuration():
     from vae_from_scratch.cli import MODEL_FLAGS
     from vae_from_scratch.vae import VAEConfig
 
-    assert set(MODEL_FLAGS) <= set(VAEConfig.__dataclass_fields__)
+    # --conditional stands for n_classes, which comes from the data
+    assert set(MODEL_FLAGS) - {"conditional"} <= set(VAEConfig.__dataclass_fields__)
     args = build_parser().parse_args(["train"])
-    defaults = VAEConfig().to_dict()
-    for dest in MODEL_FLAGS:
-        value = getattr(args, dest)
-        assert (list(value) if isinstance(value, tuple) else value) == defaults[dest], dest
+    assert args.conditional is False
+    # the flags' defaults are the configuration's, unresolved (None: the architecture's own)
+    defaults = {name: f.default for name, f in VAEConfig.__dataclass_fields__.items()}
+    for dest in set(MODEL_FLAGS) - {"conditional"}:
+        assert getattr(args, dest) == defaults[dest], dest
 
 
 def test_saved_flags_read_back_as_the_same_values():
@@ -363,3 +373,45 @@ def test_resume_notes_other_versions(capsys):
     _note_versions({**versions(), "numpy": "1.0"})
     out = capsys.readouterr().out
     assert out.startswith("note: this run started with numpy 1.0; it continues with numpy ")
+
+
+# --- the architectures and models of lessons 08 and 09 ------------------------------------------
+
+
+@pytest.mark.lesson08
+def test_train_a_conv_vae(tmp_path):
+    out = tmp_path / "conv"
+    assert main(["train", "--epochs", "1", "--iwae-k", "5", "--quiet", "--out", str(out),
+                 "--architecture", "conv", "--channels", "4,8", "--limit", "200",
+                 "--latent-dim", "2"]) == 0
+    vae = load_vae(out / "checkpoint.safetensors")
+    assert vae.config.architecture == "conv" and vae.config.channels == (4, 8)
+    assert vae.config.hidden_dims == ()
+    assert _is_png(out / "latent_manifold.png")
+
+
+@pytest.mark.lesson09
+def test_train_a_conditional_vae_draws_one_row_per_digit(tmp_path, x_test):
+    out = _train(tmp_path / "cvae", "--conditional", "--limit", "300")
+    vae = load_vae(out / "checkpoint.safetensors")
+    assert vae.config.n_classes == 10
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["training"]["conditional"] is True
+    assert np.isfinite(metrics["test_nll_iwae_k5"])
+    assert _is_png(out / "samples.png")
+
+
+@pytest.mark.lesson09
+def test_train_with_the_continuous_bernoulli_and_free_bits(tmp_path):
+    out = _train(tmp_path / "cb", "--likelihood", "continuous_bernoulli", "--free-bits", "0.1",
+                 "--limit", "200")
+    cfg = load_vae(out / "checkpoint.safetensors").config
+    assert cfg.likelihood == "continuous_bernoulli" and cfg.free_bits == 0.1
+    assert cfg.obs_var is None
+
+
+def test_flags_of_the_other_architecture_are_refused(tmp_path, capsys):
+    code = main([*QUICK, "--out", str(tmp_path / "x"), "--channels", "8"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "channels belongs to architecture='conv'" in err and "Traceback" not in err

@@ -130,9 +130,9 @@ def _nan_gradient_at(vae, bad_call):
     real = vae.loss_and_grads
     calls = []
 
-    def wrapper(x, eps, beta=None):
+    def wrapper(x, eps, y=None, *, beta=None):
         calls.append(1)
-        terms, grads = real(x, eps, beta=beta)
+        terms, grads = real(x, eps, y, beta=beta)
         if len(calls) == bad_call:
             grads = dict(grads)
             grads["enc.0.W"] = grads["enc.0.W"].copy()
@@ -196,9 +196,9 @@ def _recording(vae):
     calls = []
     real = vae.loss_and_grads
 
-    def wrapper(x, eps, beta=None):
+    def wrapper(x, eps, y=None, *, beta=None):
         calls.append((np.array(x), eps.dtype, beta))
-        return real(x, eps, beta=beta)
+        return real(x, eps, y, beta=beta)
 
     vae.loss_and_grads = wrapper
     return calls

@@ -24,7 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from vae_from_scratch import __version__
-from vae_from_scratch.vae import ACTIVATIONS, DTYPES, KL_MODES, LIKELIHOODS, PRIORS
+from vae_from_scratch.vae import (
+    ACTIVATIONS,
+    ARCHITECTURES,
+    DTYPES,
+    KL_MODES,
+    LIKELIHOODS,
+    PRIORS,
+)
 
 DESCRIPTION = "vae-course: train, compare, download data, and build the lessons."
 
@@ -71,16 +78,26 @@ _nonneg_float = _real(0.0, True, "a finite number >= 0")
 _seconds = _real(0.0, False, "a number of seconds > 0")
 
 
-def _hidden_dims(text):
-    try:
-        dims = tuple(int(t) for t in text.replace(",", " ").split())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"hidden sizes are integers separated by commas, e.g. 512,256; got {text!r}"
-        ) from None
-    if not dims or any(d < 1 for d in dims):
-        raise argparse.ArgumentTypeError(f"hidden sizes must be positive integers, got {text!r}")
-    return dims
+def _sizes(what, example):
+    """An argparse type: positive integers separated by commas."""
+
+    def parse(text):
+        try:
+            dims = tuple(int(t) for t in text.replace(",", " ").split())
+        except ValueError:
+            dims = ()
+        if not dims or any(d < 1 for d in dims):
+            raise argparse.ArgumentTypeError(
+                f"{what} are positive integers separated by commas, e.g. {example}; "
+                f"got {text!r}"
+            )
+        return dims
+
+    return parse
+
+
+_hidden_dims = _sizes("hidden sizes", "512,256")
+_channels = _sizes("channel counts", "32,64")
 
 
 def _obs_var(text):
@@ -92,22 +109,35 @@ def _obs_var(text):
 # --- the flags of train, in one place ------------------------------------------------------
 
 #: The model's flags, one per VAEConfig field set from the command line (flag: the field's
-#: name with '-' for '_'). A new configuration field needs one line here, nothing else.
+#: name with '-' for '_'), and --conditional, which sets n_classes from the data's labels.
+#: A new configuration field needs one line here, nothing else.
 MODEL_FLAGS = {
+    "architecture": dict(choices=ARCHITECTURES, default="mlp",
+                         help="the networks: fully connected, or convolutional (lesson 08)"),
     "latent_dim": dict(type=_positive_int, default=20, metavar="N", help="size of the code z"),
-    "hidden_dims": dict(type=_hidden_dims, default=(400,), metavar="SIZES",
-                        help="hidden layer sizes, e.g. 400 or 512,256"),
+    "hidden_dims": dict(type=_hidden_dims, default=None, metavar="SIZES",
+                        help="hidden layer sizes of the mlp architecture, e.g. 400 or 512,256 "
+                        "(default: 400)"),
+    "channels": dict(type=_channels, default=None, metavar="SIZES",
+                     help="channels of the conv architecture's convolutions, e.g. 32,64 "
+                     "(default: 32,64)"),
+    "conditional": dict(action="store_true",
+                        help="a conditional VAE: encoder and decoder also see the digit's "
+                        "label (lesson 09)"),
     "activation": dict(choices=ACTIVATIONS, default="relu", help="hidden-layer nonlinearity"),
     "likelihood": dict(choices=LIKELIHOODS, default="bernoulli",
                        help="the decoder's distribution p(x|z)"),
-    "obs_var": dict(type=_obs_var, default=1.0, metavar="VAR",
-                    help="the Gaussian decoder's variance, or 'learned' for one per pixel"),
+    "obs_var": dict(type=_obs_var, default=None, metavar="VAR",
+                    help="the Gaussian decoder's variance, or 'learned' for one per pixel "
+                    "(default: 1.0)"),
     "beta": dict(type=_nonneg_float, default=1.0, metavar="B", help="weight on the KL term"),
     "kl": dict(choices=KL_MODES, default="auto",
                help="KL estimator; auto: analytic for the standard prior, else Monte Carlo"),
     "prior": dict(choices=PRIORS, default="standard", help="the prior p(z)"),
     "n_components": dict(type=_positive_int, default=10, metavar="K",
                          help="components of the mixture prior"),
+    "free_bits": dict(type=_nonneg_float, default=0.0, metavar="NATS",
+                      help="KL charged at least per latent dimension while training"),
     "dtype": dict(choices=tuple(DTYPES), default="float32", help="floating-point precision"),
 }
 
@@ -330,9 +360,12 @@ def _check_device(args):
     return str(resolve_device(args.device))
 
 
-def _make_backend(args, vae, x_train):
+def _make_backend(args, vae, ds):
+    """The backend of --backend, holding the training set (and its labels for a
+    conditional model)."""
     from vae_from_scratch.train import NumpyBackend
 
+    data = (ds.x_train, ds.y_train if vae.config.n_classes else None)
     common = dict(
         lr=args.lr,
         batch_size=args.batch_size,
@@ -341,14 +374,17 @@ def _make_backend(args, vae, x_train):
         kl_warmup=args.kl_warmup,
     )
     if args.backend == "numpy":
-        return NumpyBackend(vae, x_train, **common)
+        return NumpyBackend(vae, *data, **common)
     from vae_from_scratch.torch_vae import TorchBackend
 
-    return TorchBackend(vae, x_train, device=args.device, **common)
+    return TorchBackend(vae, *data, device=args.device, **common)
 
 
-def _model_kwargs(args):
-    return {dest: getattr(args, dest) for dest in MODEL_FLAGS}
+def _model_kwargs(args, n_classes):
+    """VAE keyword arguments from the model flags; --conditional takes the data's classes."""
+    kwargs = {dest: getattr(args, dest) for dest in MODEL_FLAGS if dest != "conditional"}
+    kwargs["n_classes"] = n_classes if args.conditional else None
+    return kwargs
 
 
 def _open_resumed(args, argv):
@@ -419,13 +455,16 @@ def cmd_train(args, argv=()):
                 raise ValueError(f"the training data differ from those {args.out} started with")
             vae = VAE(config=config, params=params)
         else:
-            vae = VAE(input_dim=ds.x_train.shape[1], seed=args.seed, **_model_kwargs(args))
+            n_classes = int(ds.y_train.max()) + 1
+            vae = VAE(input_dim=ds.x_train.shape[1], seed=args.seed,
+                      **_model_kwargs(args, n_classes))
             loop = LoopState()
-        backend = _make_backend(args, vae, ds.x_train)
+        backend = _make_backend(args, vae, ds)
         if resume:
             backend.load_state_dict(saved["backend"])
             _note_versions(info.get("versions", {}))
         x_test = backend.check_x(ds.x_test, "x_test")
+        y_test = ds.y_test if backend.config.n_classes else None
         elapsed = info.get("seconds", 0.0) if resume else 0.0
         if not resume:
             run = runs.Run.create(args.out, overwrite=args.overwrite)
@@ -434,7 +473,7 @@ def cmd_train(args, argv=()):
             run.close()
         raise
     with run:
-        return _train_in(run, args, ds, x_test, backend, loop, fingerprint, elapsed)
+        return _train_in(run, args, ds, (x_test, y_test), backend, loop, fingerprint, elapsed)
 
 
 def _note_versions(saved):
@@ -453,8 +492,9 @@ def _note_versions(saved):
         )
 
 
-def _train_in(run, args, ds, x_test, backend, loop, fingerprint, elapsed):
-    """Train in the open run folder, saving after every epoch; then the final outputs."""
+def _train_in(run, args, ds, test, backend, loop, fingerprint, elapsed):
+    """Train in the open run folder, saving after every epoch; then the final outputs.
+    ``test``: (x_test, y_test), the labels None for an unconditional model."""
     from vae_from_scratch import run as runs
     from vae_from_scratch.train import TrainingDiverged, fit
 
@@ -516,8 +556,9 @@ def _train_in(run, args, ds, x_test, backend, loop, fingerprint, elapsed):
         try:
             fit(
                 backend,
-                x_test,
+                test[0],
                 epochs=args.epochs,
+                y_test=test[1],
                 log=None if args.quiet else print,
                 lr_hint=f"try --lr {args.lr / 3:.1e}",
                 loop=loop,
@@ -532,7 +573,8 @@ def _train_in(run, args, ds, x_test, backend, loop, fingerprint, elapsed):
                 f"in {out}/."
             ) from None
         if not stop.requested:
-            summary, files = _final_outputs(run, args, ds, backend, loop, stop, metrics)
+            summary, files = _final_outputs(run, args, ds, test[1], backend, loop, stop,
+                                            metrics)
     if stop.requested:
         if loop.stopped:
             save(loop)
@@ -549,8 +591,9 @@ def _train_in(run, args, ds, x_test, backend, loop, fingerprint, elapsed):
     return 0
 
 
-def _final_outputs(run, args, ds, backend, loop, stop, metrics):
-    """metrics.json (with the IWAE estimate) and the figures, once training is done."""
+def _final_outputs(run, args, ds, y_test, backend, loop, stop, metrics):
+    """metrics.json (with the IWAE estimate) and the figures, once training is done.
+    ``y_test``: the test labels a conditional model is given (None otherwise)."""
     from vae_from_scratch import plots
     from vae_from_scratch import run as runs
     from vae_from_scratch.evaluate import iwae_nll
@@ -559,16 +602,25 @@ def _final_outputs(run, args, ds, backend, loop, stop, metrics):
     history = loop.history
     extra = {}
     if args.iwae_k > 0:
-        extra[f"test_nll_iwae_k{args.iwae_k}"] = iwae_nll(vae, ds.x_test, k=args.iwae_k)
+        extra[f"test_nll_iwae_k{args.iwae_k}"] = iwae_nll(vae, ds.x_test, k=args.iwae_k,
+                                                          y=y_test)
     figures = {}
     if history.epoch:
         figures["loss_curves"] = plots.loss_curves(history)
-    figures["reconstructions"] = plots.reconstructions(ds.x_test, vae.reconstruct(ds.x_test[:10]))
-    figures["samples"] = plots.samples(vae.sample(50, seed=args.seed))
+    y10 = None if y_test is None else y_test[:10]
+    figures["reconstructions"] = plots.reconstructions(ds.x_test,
+                                                       vae.reconstruct(ds.x_test[:10], y10))
+    if y_test is None:
+        figures["samples"] = plots.samples(vae.sample(50, seed=args.seed))
+    else:  # one row per digit
+        labels = np.repeat(np.arange(vae.config.n_classes), 10)
+        figures["samples"] = plots.samples(vae.sample(len(labels), y=labels, seed=args.seed),
+                                           title="Samples from the prior, one row per label")
     if vae.latent_dim == 2:
-        mu, _ = vae.encode(ds.x_test)
+        mu, _ = vae.encode(ds.x_test, y_test)
         figures["latent_scatter"] = plots.latent_scatter(mu, ds.y_test)
-        figures["latent_manifold"] = plots.latent_manifold(vae, n=15)
+        if y_test is None:  # a conditional model's map depends on the label too
+            figures["latent_manifold"] = plots.latent_manifold(vae, n=15)
     run.expect(*(f"{name}.png" for name in figures))
     plots.save_figures(figures, run.folder)
     run.write_json(runs.METRICS, metrics("interrupted" if stop.requested else "finished", extra))

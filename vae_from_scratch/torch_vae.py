@@ -40,6 +40,7 @@ from vae_from_scratch.train import (
     check_batch_size,
     check_binarize,
     check_kl_warmup,
+    check_labels,
     check_order,
     check_steps_done,
     warmup_beta,
@@ -720,7 +721,8 @@ class TorchBackend:
 
     vae: a NumPy :class:`~vae_from_scratch.vae.VAE` (copied to the device; it is not
     updated, use :meth:`to_vae`) or a :class:`TorchVAE` (trained in place, moved to
-    ``device`` if one is given). x_train (N, D) array or tensor: moved to the device once.
+    ``device`` if one is given). x_train (N, D) array or tensor: moved to the device once,
+    with y_train (N,), the labels of a conditional model (kept there as one-hot rows).
 
     ``lr``, ``batch_size``, ``seed``, ``optimizer``, ``binarize`` and ``kl_warmup`` mean
     what they mean for :class:`~vae_from_scratch.train.NumpyBackend` ('adam' is
@@ -743,6 +745,7 @@ class TorchBackend:
         self,
         vae,
         x_train,
+        y_train=None,
         *,
         lr=1e-3,
         batch_size=128,
@@ -769,6 +772,9 @@ class TorchBackend:
         self.config = model.config
         self.device = model.device
         self.x_train = model._check_x(x_train, "x_train")  # on the device, checked once
+        y_train = check_labels(model._reference, _host(y_train), self.x_train.shape[0],
+                               "y_train")
+        self.c_train = model._check_y(y_train, self.x_train.shape[0])  # one-hot, or None
         self.batch_size = batch_size
         self.binarize = check_binarize(binarize)
         self.kl_warmup = check_kl_warmup(kl_warmup)
@@ -798,6 +804,7 @@ class TorchBackend:
         model, g = self.model, self.generator
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
         x = self.x_train.index_select(0, idx)
+        c = None if self.c_train is None else self.c_train.index_select(0, idx)
         kw = dict(generator=g, device=self.device, dtype=model.dtype)
         if self.binarize:
             x = (torch.rand(x.shape, **kw) < x).to(model.dtype)
@@ -805,7 +812,7 @@ class TorchBackend:
         # fill_ sets the KL weight without a host-to-device copy or a recompilation
         self._beta.fill_(warmup_beta(model.config.beta, self.steps_done, self.kl_warmup))
         self.opt.zero_grad(set_to_none=True)
-        loss, recon, kl = self._loss_fn(x, eps, self._beta)
+        loss, recon, kl = self._loss_fn(x, eps, self._beta, c)
         loss.backward()
         bad = _nan_if_nonfinite([p.grad for p in self._params if p.grad is not None])
         self.opt.step()
@@ -820,8 +827,11 @@ class TorchBackend:
     def check_x(self, x, name="x"):
         return self.model._check_x(x, name)
 
-    def evaluate(self, x):
-        return negative_elbo(self.model, x, seed=EVAL_SEED)
+    def check_y(self, y, n, name="y"):
+        return check_labels(self.model._reference, _host(y), n, name)
+
+    def evaluate(self, x, y=None):
+        return negative_elbo(self.model, x, seed=EVAL_SEED, y=y)
 
     def to_vae(self):
         """The current parameters as a NumPy VAE (a copy; NaN is copied, not refused)."""
@@ -900,6 +910,11 @@ class TorchBackend:
         self.order = None if order is None else torch.from_numpy(
             order.astype(np.int64)).to(self.device)
         self.steps_done = steps_done
+
+
+def _host(y):
+    """Labels as a NumPy array on the host (they are checked there), or None."""
+    return y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y
 
 
 def _to_numpy(value):

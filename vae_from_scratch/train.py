@@ -13,7 +13,8 @@ and the optimizer, and knows how to take one step. It provides:
                                    in whatever form to_floats understands (floats, tensors)
     to_floats(list_of_terms) -> np.ndarray (n, 3)   one host sync for many steps
     check_x(x, name) -> x          validate data for this model (shape, values), or raise
-    evaluate(x) -> (nelbo, recon, kl)              negative ELBO of x (beta = 1), floats
+    check_y(y, n) -> y             validate labels for this model (None if unconditional)
+    evaluate(x, y=None) -> (nelbo, recon, kl)      negative ELBO of x (beta = 1), floats
     to_vae() -> VAE                the current parameters as a NumPy model
     state_dict() -> dict           everything but the parameters that the next steps depend
     load_state_dict(state)         on (optimizer, random generator, step count, the epoch's
@@ -112,10 +113,21 @@ class History:
         return {k: list(v) for k, v in self.__dict__.items()}
 
 
+def check_labels(vae, y, n, name="y"):
+    """Labels for ``vae``: y (n,) integers in 0..K-1 for a conditional model, returned as
+    an int64 copy; None for an unconditional one (which refuses labels). ValueError else."""
+    try:
+        vae._check_y(y, n)
+    except ValueError as err:
+        raise ValueError(str(err).replace("labels y", f"labels {name}")) from None
+    return None if y is None else np.array(y, dtype=np.int64)
+
+
 class NumpyBackend:
     """The hand-written VAE and optimizer on the CPU.
 
-    vae: a :class:`~vae_from_scratch.vae.VAE`; x_train (N, D). The seed drives both the
+    vae: a :class:`~vae_from_scratch.vae.VAE`; x_train (N, D); y_train (N,) the labels of
+    a conditional model, shuffled and batched with the images. The seed drives both the
     shuffling and the noise eps, so a run repeats bit for bit.
     """
 
@@ -126,6 +138,7 @@ class NumpyBackend:
         self,
         vae,
         x_train,
+        y_train=None,
         *,
         lr=1e-3,
         batch_size=128,
@@ -137,6 +150,7 @@ class NumpyBackend:
         self.vae = vae
         self.config = vae.config
         self.x_train = np.array(vae._check_x(x_train, "x_train"))  # a copy: ours to index
+        self.y_train = check_labels(vae, y_train, len(self.x_train), "y_train")
         self.batch_size = check_batch_size(batch_size)
         self.binarize = check_binarize(binarize)
         self.kl_warmup = check_kl_warmup(kl_warmup)  # steps for the KL weight to reach beta
@@ -162,11 +176,12 @@ class NumpyBackend:
     def step(self, i):
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
         x = self.x_train[idx]
+        y = None if self.y_train is None else self.y_train[idx]
         if self.binarize:
             x = binarize_pixels(x, self.rng)
         eps = self.rng.standard_normal((len(x), self.vae.latent_dim), dtype=self.vae.dtype)
         beta = warmup_beta(self.vae.config.beta, self.steps_done, self.kl_warmup)
-        terms, grads = self.vae.loss_and_grads(x, eps, beta=beta)
+        terms, grads = self.vae.loss_and_grads(x, eps, y, beta=beta)
         self.steps_done += 1
         try:
             self.opt.step(grads)
@@ -180,8 +195,11 @@ class NumpyBackend:
     def check_x(self, x, name="x"):
         return self.vae._check_x(x, name)
 
-    def evaluate(self, x):
-        return negative_elbo(self.vae, x, seed=EVAL_SEED)
+    def check_y(self, y, n, name="y"):
+        return check_labels(self.vae, y, n, name)
+
+    def evaluate(self, x, y=None):
+        return negative_elbo(self.vae, x, seed=EVAL_SEED, y=y)
 
     def to_vae(self):
         return self.vae
@@ -294,6 +312,7 @@ def fit(
     x_test=None,
     epochs=50,
     *,
+    y_test=None,
     progress=None,
     log=None,
     guard_every=None,
@@ -304,7 +323,8 @@ def fit(
 ):
     """Train until ``epochs`` epochs are done and return the :class:`History`.
 
-    ``progress``: show a tqdm bar (default: only when stderr is a terminal).
+    ``x_test`` (and ``y_test``, its labels for a conditional model) is evaluated after
+    every epoch. ``progress``: show a tqdm bar (default: only when stderr is a terminal).
     ``log``: a callable given one line per epoch. ``guard_every``: how many steps
     between NaN checks (each check syncs a GPU backend with the host); by default the
     backend's own ``guard_every``.
@@ -322,6 +342,7 @@ def fit(
         raise ValueError(f"the run has done {loop.epochs_done} epochs already, more than {epochs}")
     if x_test is not None:
         x_test = backend.check_x(x_test, "x_test")
+        y_test = backend.check_y(y_test, len(x_test), "y_test")
     if progress is None:
         progress = sys.stderr.isatty()
     if guard_every is None:
@@ -379,7 +400,7 @@ def fit(
         history.seconds.append(seconds)
         line = f"epoch {epoch:3d}  train -ELBO {recon + kl:8.2f}"
         if x_test is not None:
-            nelbo, t_recon, t_kl = backend.evaluate(x_test)
+            nelbo, t_recon, t_kl = backend.evaluate(x_test, y_test)
             history.test_nelbo.append(float(nelbo))
             history.test_recon.append(float(t_recon))
             history.test_kl.append(float(t_kl))
