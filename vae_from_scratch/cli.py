@@ -4,6 +4,7 @@ vae-course train                      # the NumPy VAE on the embedded MNIST digi
 vae-course train --latent-dim 2 --backend torch --device cuda
 vae-course compare                    # NumPy and PyTorch side by side
 vae-course download mnist             # full MNIST, checked against pinned SHA-256
+vae-course start [DIR]                # copy the lessons into your own folder, my-lessons/
 vae-course lessons build | check      # lessons/ from solutions/
 """
 
@@ -94,10 +95,18 @@ def build_parser():
     d.add_argument("dataset", choices=("mnist",))
     d.add_argument("--dest", type=Path, default=None, help="folder (default: the data cache)")
 
+    st = sub.add_parser("start", help="copy the lessons into your own folder to work in "
+                                      "(never overwrites a file there)")
+    st.add_argument("folder", nargs="?", type=Path, default=None,
+                    help="where to copy them (default: my-lessons/ at the repository root)")
+
     les = sub.add_parser("lessons", help="generate lessons/ from solutions/, or check them")
     les.add_argument("action", choices=("build", "check"))
     les.add_argument("--solutions", type=Path, default=Path("solutions"))
     les.add_argument("--lessons", type=Path, default=Path("lessons"))
+    les.add_argument("--force", action="store_true",
+                     help="build: also rewrite lessons you edited (a backup of each is kept)")
+
     return parser
 
 
@@ -250,18 +259,58 @@ def cmd_download(args):
     return 0
 
 
+def cmd_start(args):
+    from vae_from_scratch.start import open_command, start_course
+
+    report = start_course(args.folder)
+    where = report.folder
+    if report.copied:
+        print(f"copied {len(report.copied)} lesson(s) into {where}/: "
+              f"{', '.join(p.name for p in report.copied)}")
+    if report.kept:
+        print(f"kept {len(report.kept)} already there (your work is never overwritten): "
+              f"{', '.join(p.name for p in report.kept)}")
+    if not report.copied and not report.kept:
+        print(f"no lessons to copy into {where}/")
+    print(f"Open the course (the file browser then reaches {where.name}/, lessons/ and "
+          f"solutions/):\n  {open_command(report)}")
+    return 0
+
+
 def cmd_lessons(args):
-    from vae_from_scratch.lessons import build_lessons, stale_lessons
+    from vae_from_scratch.lessons import (
+        backup_dir_for,
+        build_lessons,
+        edited_lessons,
+        stale_lessons,
+    )
 
     if args.action == "build":
-        for path in build_lessons(args.solutions, args.lessons):
-            print(f"wrote {path}")
+        kept = []
+        for built in build_lessons(args.solutions, args.lessons, force=args.force):
+            if built.action == "written":
+                print(f"wrote {built.path}")
+            elif built.action == "replaced":
+                print(f"wrote {built.path} (your edited version is kept in {built.backup})")
+            elif built.action == "kept":
+                kept.append(built.path)
+                print(f"kept {built.path}: it has your edits")
+        if kept:
+            print(f"{len(kept)} lesson(s) with your edits left as they are. To keep working on "
+                  "them, work in your own copy (`vae-course start` copies the lessons into "
+                  "my-lessons/, never overwriting); to rewrite them from solutions/ anyway: "
+                  f"`vae-course lessons build --force` (it keeps a backup of each in "
+                  f"{backup_dir_for(args.lessons)}/)", file=sys.stderr)
+            return 1
         return 0
     stale = stale_lessons(args.solutions, args.lessons)
     for problem in stale:
         print(problem)
+    for path in edited_lessons(args.solutions, args.lessons):
+        print(f"note: {path} has your edits; judged by its committed version")
     if stale:
-        print("lessons/ is out of step with solutions/: run `vae-course lessons build`")
+        print("lessons/ is out of step with solutions/: run `vae-course lessons build` "
+              "(it rewrites only lessons nobody edited)")
         return 1
     print("lessons/ is in step with solutions/")
     return 0
@@ -273,6 +322,7 @@ def main(argv=None):
         "train": cmd_train,
         "compare": cmd_compare,
         "download": cmd_download,
+        "start": cmd_start,
         "lessons": cmd_lessons,
     }[args.command]
     from vae_from_scratch.train import TrainingDiverged
