@@ -215,11 +215,14 @@ def cmd_train(args):
     figures = {}
     if history.epoch:
         figures["loss_curves"] = plots.loss_curves(history)
-    figures["reconstructions"] = plots.reconstructions(ds.x_test, vae.reconstruct(ds.x_test[:10]))
+    picks = plots.one_per_class(ds.y_test)  # one test digit of each class, as lesson 05
+    figures["reconstructions"] = plots.reconstructions(ds.x_test[picks],
+                                                       vae.reconstruct(ds.x_test[picks]))
     figures["samples"] = plots.samples(vae.sample(50, seed=args.seed))
     if vae.latent_dim == 2:
         mu, _ = vae.encode(ds.x_test)
-        figures["latent_scatter"] = plots.latent_scatter(mu, ds.y_test)
+        figures["latent_scatter"] = plots.latent_scatter(
+            mu, ds.y_test, grid=plots.gaussian_quantile_grid(15))
         figures["latent_manifold"] = plots.latent_manifold(vae, n=15)
     plots.save_figures(figures, out)
 
