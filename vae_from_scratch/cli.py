@@ -47,8 +47,24 @@ def _obs_var(text):
     return value
 
 
+def _threads(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of threads (0: the libraries' defaults), got {text}")
+    return value
+
+
+_THREADS_HELP = ("threads for NumPy's BLAS and PyTorch (default: $VAE_COURSE_THREADS, else "
+                 "1; 0 leaves the libraries' defaults)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="vae-course", description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=_threads, default=None, help=_THREADS_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a VAE and write checkpoint, metrics and figures")
@@ -107,6 +123,11 @@ def build_parser():
     les.add_argument("--force", action="store_true",
                      help="build: also rewrite lessons you edited (a backup of each is kept)")
 
+    # --threads also after the command (vae-course train --threads 2); SUPPRESS keeps one
+    # given before the command.
+    for command in sub.choices.values():
+        command.add_argument("--threads", type=_threads, default=argparse.SUPPRESS,
+                             help=_THREADS_HELP)
     return parser
 
 
@@ -321,6 +342,13 @@ def cmd_lessons(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from vae_from_scratch.threads import limit_threads
+
+    try:
+        limit_threads(args.threads)  # before any work
+    except ValueError as err:
+        print(f"vae-course {args.command}: error: {err}", file=sys.stderr)
+        return 2
     handler = {
         "train": cmd_train,
         "compare": cmd_compare,
