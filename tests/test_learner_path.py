@@ -199,7 +199,7 @@ def test_start_copies_the_lessons_and_never_overwrites(tmp_path, monkeypatch, ca
     assert mine.read_bytes() == (root / "lessons" / SOLUTION.name).read_bytes()
     out = capsys.readouterr().out
     assert f"copied 1 lesson(s) into {root / 'my-lessons'}/: {SOLUTION.name}" in out
-    assert f"jupyter lab my-lessons/{SOLUTION.name}" in out
+    assert f"jupyter lab --ServerApp.root_dir=. my-lessons/{SOLUTION.name}" in out
 
     work = work_on(mine)
     shutil.copy(ROOT / "solutions" / "00_tour.ipynb", root / "solutions")
@@ -209,7 +209,7 @@ def test_start_copies_the_lessons_and_never_overwrites(tmp_path, monkeypatch, ca
     assert f"copied 1 lesson(s) into {root / 'my-lessons'}/: 00_tour.ipynb" in out
     assert f"kept 1 already there (your work is never overwritten): {SOLUTION.name}" in out
     assert mine.read_bytes() == work
-    assert "jupyter lab my-lessons/00_tour.ipynb" in out
+    assert "jupyter lab --ServerApp.root_dir=. my-lessons/00_tour.ipynb" in out
 
 
 def test_start_into_another_folder_and_from_a_subfolder(tmp_path, monkeypatch):
@@ -220,7 +220,8 @@ def test_start_into_another_folder_and_from_a_subfolder(tmp_path, monkeypatch):
     report = start_course("../elsewhere")
     assert report.folder == root / "elsewhere"
     assert [p.name for p in report.copied] == [SOLUTION.name]
-    assert open_command(report) == f"cd {root} && jupyter lab elsewhere/{SOLUTION.name}"
+    assert open_command(report) == (f"cd {root} && jupyter lab --ServerApp.root_dir=. "
+                                    f"elsewhere/{SOLUTION.name}")
     with pytest.raises(ValueError, match="must not be lessons/ itself"):
         start_course(root / "lessons")
 

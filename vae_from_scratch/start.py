@@ -95,14 +95,17 @@ def start_course(folder: str | Path | None = None, root: str | Path | None = Non
 
 def open_command(report: StartReport) -> str:
     """The shell command that opens the first lesson in JupyterLab with a file browser that
-    reaches the learner's folder, ``lessons/`` and ``solutions/``: JupyterLab's file browser
-    is rooted at the directory it starts in, so it starts at a folder above all three."""
+    reaches the learner's folder, ``lessons/`` and ``solutions/``.
+
+    JupyterLab roots its file browser at the folder it is given (``jupyter lab lessons/``
+    shows nothing else), and at a notebook's own folder when given a notebook; so the
+    command starts it in a folder above all three and says so with ``root_dir``."""
     first = min((p.name for p in report.copied + report.kept), default="")
     top = Path(os.path.commonpath([report.root, report.folder]))
     target = (report.folder / first).relative_to(top).as_posix() if first else \
         report.folder.relative_to(top).as_posix()
     cd = f"cd {_quote(top)} && " if top != Path.cwd().resolve() else ""
-    return f"{cd}jupyter lab {_quote(target)}"
+    return f"{cd}jupyter lab --ServerApp.root_dir=. {_quote(target)}"
 
 
 def _quote(path: str | Path) -> str:
