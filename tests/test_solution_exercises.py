@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -43,9 +44,19 @@ def _cells_the_checks_need(nb: dict) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_record():
+def _fresh_record(monkeypatch):
+    """A clean check record, and thread settings a notebook's first cell may change (its
+    limit_threads() call) put back afterwards."""
+    from threadpoolctl import threadpool_limits
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if var in os.environ:
+            monkeypatch.setenv(var, os.environ[var])
+        else:
+            monkeypatch.delenv(var, raising=False)
     core.clear_recorded()
-    yield
+    with threadpool_limits(limits=None):  # restores the original limits on leaving
+        yield
     core.clear_recorded()
 
 
