@@ -15,6 +15,11 @@
   ``solutions/`` every exercise's check must have passed; in ``lessons/`` every one must say
   "not done" (the stubs are in place and nothing else is broken), and the stub must name the
   exercise its check is for. Each notebook runs once; nothing is executed twice.
+* A learner's work. A notebook in ``lessons/`` that a learner edited (it is not what
+  ``vae-course lessons build`` wrote: ``vae_from_scratch.lessons.lesson_state``) would fail
+  that release check, since its exercises are done. Its items are skipped, with a reason
+  that says the work is safe and how to test the pristine lesson; nothing is written. In a
+  clean clone (CI) no lesson is edited and nothing is skipped.
 """
 
 from __future__ import annotations
@@ -135,7 +140,7 @@ class NotebookChecks(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):
-        return self.path, None, f"{self.folder}/{self.path.name}::checks"
+        return self.path, 0, f"{self.folder}/{self.path.name}::checks"
 
 
 def _code_cells(notebook) -> int:
@@ -181,10 +186,51 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             checks.add_marker(f"lesson{lesson:02d}")
             checks.add_marker("notebook")
             out.append(checks)
+    edited = _edited_lessons({_notebook_file(i) for i in out} - {None})
     for item in out:
         if torch_missing and item.get_closest_marker("torch"):
             item.add_marker(pytest.mark.skip(reason="PyTorch is not installed"))
+        reason = edited.get(_notebook_file(item) or item.parent)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
     items[:] = out
+
+
+def _is_edited_lesson(path: Path) -> bool:
+    from vae_from_scratch.lessons import EDITED, lesson_state
+
+    return path.parent == ROOT / "lessons" and \
+        lesson_state(path, ROOT / "solutions" / path.name) == EDITED
+
+
+def _what_to_do() -> str:
+    from vae_from_scratch.lessons import backup_dir_for
+
+    return ("Your work is safe and was not run. To test the pristine lessons, work in your own "
+            "copy (`vae-course start` copies lessons/ into my-lessons/, never overwriting) and "
+            "restore these with `vae-course lessons build --force` (it keeps your versions in "
+            f"{backup_dir_for(ROOT / 'lessons').name}/).")
+
+
+def _edited_lessons(notebooks) -> dict:
+    """{notebook: skip reason} for the notebooks in lessons/ that a learner edited."""
+    return {
+        notebook: f"lessons/{Path(notebook.path).name} has your edits, so its release check "
+                  f"(every exercise 'not done') cannot pass. {_what_to_do()}"
+        for notebook in notebooks if _is_edited_lesson(Path(notebook.path))
+    }
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Say which lessons were skipped because a learner edited them (under pytest-xdist the
+    skip reasons are not shown without -rs)."""
+    names = {r.nodeid.split("::")[0] for r in terminalreporter.stats.get("skipped", [])
+             if r.nodeid.startswith("lessons/")}
+    edited = sorted(name for name in names if _is_edited_lesson(ROOT / name))
+    if edited:
+        terminalreporter.section("your lessons")
+        terminalreporter.write_line(f"Skipped, because they have your edits: {', '.join(edited)}.")
+        terminalreporter.write_line(_what_to_do())
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -11,6 +11,20 @@ import pytest
 from vae_from_scratch.checks import core
 from vae_from_scratch.checks.core import NOT_DONE, PASSED, WRONG, Case, Checker
 
+# the check machinery every lesson's exercises go through
+pytestmark = [
+    pytest.mark.lesson00,
+    pytest.mark.lesson01,
+    pytest.mark.lesson02,
+    pytest.mark.lesson03,
+    pytest.mark.lesson04,
+    pytest.mark.lesson05,
+    pytest.mark.lesson06,
+    pytest.mark.lesson07,
+    pytest.mark.lesson08,
+    pytest.mark.lesson09,
+]
+
 
 def _square(x):
     return np.asarray(x) ** 2
@@ -123,17 +137,26 @@ def test_tolerances_are_used():
         core._REGISTRY.pop(("9.2", "ident"))
 
 
-def test_arguments_are_fresh_copies_for_every_call():
+def test_arguments_are_fresh_copies_for_every_call_and_changing_them_is_wrong():
     seen = []
 
     def draw(rng, x):
         seen.append(x.copy())
-        x += 100.0  # modifying the input must not leak into the next call
-        return rng.normal(size=2)
+        return rng.normal(size=2) + x
 
-    checker = Checker("9.3", reference=draw, cases=[Case(np.random.default_rng(0), np.ones(2))])
+    def draw_in_place(rng, x):
+        seen.append(x.copy())
+        x += 100.0  # modifying the input must not leak into the next call, and is wrong
+        return rng.normal(size=2) + x - 100.0
+
+    checker = Checker("9.3", reference=draw, cases=[Case(np.random.default_rng(0), np.ones(2)),
+                                                    Case(np.random.default_rng(1), np.ones(2))])
     try:
         assert checker.run(draw).status == PASSED  # the same random numbers for both
+        result = checker.run(draw_in_place)
+        assert result.status == WRONG
+        assert "changed its argument x in place" in result.message
+        assert "expected" not in result.message  # the value itself was right
         assert all((s == 1.0).all() for s in seen)
     finally:
         core._REGISTRY.pop(("9.3", "draw"))
@@ -251,7 +274,7 @@ def test_compare_values_accepts(expected, got):
         (np.zeros(2), "zeros", "expected a number or array, got str"),
         ((1.0, 2.0), (1.0,), "expected 2 items, got 1"),
         ((1.0, 2.0), (1.0, 2.5), "at [1]: off by 0.5"),
-        ({"mu": 1.0}, {"m": 1.0}, "expected keys 'mu'; got 'm'"),
+        ({"mu": 1.0}, {"m": 1.0}, "missing key 'mu'; unexpected key 'm'"),
         ({"mu": np.zeros(2)}, {"mu": np.ones(2)}, "at ['mu']: 2 of 2 entries differ"),
         (Terms(1.0, np.ones(2)), Terms(1.0, np.zeros(2)), "at ['kl']: 2 of 2"),
         (Terms(1.0, np.ones(2)), 1.0, "expected a Terms, got float"),
@@ -316,9 +339,11 @@ def _perturb(value):
 _TORCH_LESSONS = {6}
 
 
-def _lesson_params():
+def _lesson_params(plain_functions_only=False):
     params = []
     for c in core.checkers(examples=True):
+        if plain_functions_only and c.call is not None:
+            continue
         marks = [getattr(pytest.mark, f"lesson{c.lesson:02d}")]
         if c.lesson in _TORCH_LESSONS:
             marks.append(pytest.mark.torch)
@@ -343,10 +368,9 @@ def test_checker_reports_a_stub_as_not_done(checker):
     assert "not done yet" in result.message
 
 
-@pytest.mark.parametrize("checker", _lesson_params())
+@pytest.mark.parametrize("checker", _lesson_params(plain_functions_only=True))
 def test_checker_reports_a_wrong_answer_with_expected_and_got(checker):
-    if checker.call is not None:
-        pytest.skip("the checker runs objects through call=; test a wrong one by hand")
+    # Checkers that run the learner's object through call= are tested in their lesson's file.
     reference = checker.reference
 
     def wrong(*args, **kwargs):
@@ -369,3 +393,21 @@ def test_checker_is_named_like_the_function_the_learner_writes(checker):
         f"the notebook calls check.{checker.name}(...), so lesson{checker.lesson:02d}.py must "
         f"bind this checker to the name {checker.name!r}"
     )
+
+
+@pytest.mark.parametrize("checker", _lesson_params(plain_functions_only=True))
+def test_a_checker_whose_answer_is_a_tuple_names_its_outputs(checker):
+    expected = checker._run_on(checker.reference, checker.cases[0])[0]
+    if isinstance(expected, tuple) and not hasattr(expected, "_fields"):
+        assert checker.outputs is not None, (
+            f"{checker.label} returns a tuple: give outputs=(...) so a message names the "
+            "wrong one")
+        assert len(checker.outputs) == len(expected)
+    elif checker.outputs is not None:
+        pytest.fail(f"{checker.label} has outputs= but returns a {type(expected).__name__}")
+
+
+@pytest.mark.parametrize("checker", _lesson_params())
+def test_checker_sizes_name_an_axis_of_every_case(checker):
+    for case in checker.cases:
+        assert set(checker._sizes(case)) == set(checker.sizes), (checker, case)

@@ -35,11 +35,11 @@ def posterior_by_solve(x, W, b, sigma2):
 
 def log_marginal_by_loop(x, W, b, sigma2):
     C = W @ W.T + sigma2 * np.eye(W.shape[0])
+    log_det = 2.0 * np.sum(np.log(np.diag(np.linalg.cholesky(C))))  # cannot overflow
     out = []
     for row in x:
         d = row - b
-        out.append(-0.5 * (len(b) * np.log(2 * np.pi) + np.log(np.linalg.det(C))
-                           + d @ np.linalg.inv(C) @ d))
+        out.append(-0.5 * (len(b) * np.log(2 * np.pi) + log_det + d @ np.linalg.inv(C) @ d))
     return np.array(out)
 
 

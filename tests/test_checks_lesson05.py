@@ -235,5 +235,6 @@ def test_classic_mistakes_are_wrong(checker, fn):
 def test_a_wrong_train_step_shows_which_figure_differs():
     result = check.train_step.run(train_step_without_the_update)
     assert "for train_step(seed) with" in result.message
-    assert "expected {'loss':" in result.message
-    assert "parameters after the steps" in result.message
+    assert "\n    loss is wrong:\n" in result.message
+    assert "also wrong: recon, kl, parameters after the steps" in result.message
+    assert result.detail.startswith("loss: ")

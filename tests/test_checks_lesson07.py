@@ -27,7 +27,8 @@ def test_the_lesson_registers_exercises_7_1_to_7_3():
 # -- the references -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", check.mixture_log_density_backward.cases, ids=range(3))
+@pytest.mark.parametrize("case", check.mixture_log_density_backward.cases,
+                         ids=range(len(check.mixture_log_density_backward.cases)))
 def test_mixture_backward_reference_matches_finite_differences(case):
     (dout, z, means, log_vars, logits), _ = case.fresh()
     analytic = check._mixture_log_density_backward(dout, z, means, log_vars, logits)

@@ -18,6 +18,9 @@ from vae_from_scratch.cli import build_parser, main  # noqa: E402
 from vae_from_scratch.evaluate import negative_elbo  # noqa: E402
 from vae_from_scratch.train import EVAL_SEED  # noqa: E402
 
+# vae-course train is lesson 05's training run from the command line
+pytestmark = pytest.mark.lesson05
+
 QUICK = ["train", "--epochs", "1", "--hidden-dims", "32", "--iwae-k", "5", "--quiet"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -368,9 +371,9 @@ def test_resume_notes_other_versions(capsys):
     from vae_from_scratch.cli import _note_versions
     from vae_from_scratch.run import versions
 
-    _note_versions(versions())
+    _note_versions(versions(), versions())
     assert capsys.readouterr().out == ""
-    _note_versions({**versions(), "numpy": "1.0"})
+    _note_versions({**versions(), "numpy": "1.0"}, versions())
     out = capsys.readouterr().out
     assert out.startswith("note: this run started with numpy 1.0; it continues with numpy ")
 

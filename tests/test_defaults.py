@@ -15,6 +15,7 @@ from vae_from_scratch import VAE, train
 from vae_from_scratch.cli import build_parser
 from vae_from_scratch.evaluate import iwae_nll, negative_elbo
 from vae_from_scratch.optim import SGD, Adam
+from vae_from_scratch.vae import VAEConfig
 
 pytestmark = [pytest.mark.lesson05, pytest.mark.lesson06]
 
@@ -93,7 +94,8 @@ def test_iwae_defaults_k_100_seed_0_and_10000_rows_per_batch(monkeypatch):
 
 def test_the_training_command_defaults_are_the_readmes_run():
     args = build_parser().parse_args(["train"])
-    assert args.latent_dim == 20 and args.hidden_dims == (400,)
+    assert args.latent_dim == 20 and args.architecture == "mlp"
+    assert args.hidden_dims is None and VAEConfig(hidden_dims=None).hidden_dims == (400,)
     assert args.activation == "relu" and args.likelihood == "bernoulli"
     assert args.lr == 1e-3 and args.batch_size == 128 and args.epochs == 50
     assert args.seed == 0 and args.iwae_k == 100

@@ -25,13 +25,7 @@ LESSONS = sorted(
 )
 #: Modules whose markers are added where those files are being changed; remove an entry
 #: when its file gets its pytestmark (the strict xfail then fails, as a reminder).
-PENDING = {
-    "test_checks_core.py": "its per-checker tests carry their lesson; the check machinery's "
-                           "own tests serve every lesson and need a module-level pytestmark",
-    "test_lessons_build.py": "its per-notebook tests carry their lesson; the build's own "
-                             "tests serve every lesson and need a module-level pytestmark",
-    "test_cli.py": "the train command serves lesson 05 (pytestmark = pytest.mark.lesson05)",
-}
+PENDING: dict[str, str] = {}
 
 # This check keeps every lesson's selection complete, so it runs with each of them.
 pytestmark = [

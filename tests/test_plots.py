@@ -180,3 +180,76 @@ def test_save_figures_writes_pngs_and_closes_them(tmp_path):
 def test_save_figures_accepts_a_folder_given_as_a_string(tmp_path):
     plots.save_figures({"grid": plots.samples(np.zeros((2, 784)))}, str(tmp_path))
     assert (tmp_path / "grid.png").is_file()
+
+
+def test_one_per_class_picks_a_seeded_example_of_each_class_as_lesson_05_does():
+    labels = np.repeat(np.arange(10), 7)  # sorted by class, as the test split is
+    picks = plots.one_per_class(labels)
+    assert picks.shape == (10,)
+    np.testing.assert_array_equal(labels[picks], np.arange(10))
+    rng = np.random.default_rng(1)  # lesson 05's recipe
+    lesson = [rng.choice(np.flatnonzero(labels == k)) for k in range(10)]
+    np.testing.assert_array_equal(picks, lesson)
+    np.testing.assert_array_equal(plots.one_per_class(labels), picks)
+    assert not np.array_equal(plots.one_per_class(labels, seed=2), picks)
+    with pytest.raises(ValueError, match="no example of class 1"):
+        plots.one_per_class(np.array([0, 2, 2]))
+
+
+def test_latent_manifold_ticks_name_the_z_of_each_tile():
+    vae = VAE(16, (5,), 2, seed=0, dtype=np.float64)  # 4 x 4 "images"
+    fig = plots.latent_manifold(vae, n=5)
+    ax = next(ax for ax in fig.axes if ax.images)
+    assert ax.get_xlabel() == "$z_1$" and ax.get_ylabel() == "$z_2$"
+    np.testing.assert_allclose(ax.get_xticks(), [1.5, 5.5, 9.5, 13.5, 17.5])  # tile centres
+    np.testing.assert_allclose(ax.get_yticks(), [1.5, 5.5, 9.5, 13.5, 17.5])
+    z = ["-1.64", "-0.60", "0.00", "0.60", "1.64"]  # gaussian_quantile_grid(5), rounded
+    assert [t.get_text() for t in ax.get_xticklabels()] == z
+    # z2 grows upwards: the top row (y = 1.5) decodes the largest z2
+    assert [t.get_text() for t in ax.get_yticklabels()] == z[::-1]
+
+
+def test_latent_scatter_marks_the_decoded_grids_extent():
+    from matplotlib.patches import Rectangle
+
+    rng = np.random.default_rng(5)
+    q = plots.gaussian_quantile_grid(15)
+    fig = plots.latent_scatter(rng.standard_normal((40, 2)), rng.integers(0, 10, 40), grid=q)
+    ax = next(ax for ax in fig.axes if ax.collections)
+    (square,) = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert square.get_xy() == pytest.approx((q[0], q[0]))
+    assert square.get_width() == pytest.approx(q[-1] - q[0])
+    assert square.get_height() == pytest.approx(q[-1] - q[0])
+    assert square.get_linestyle() == "--" and not square.get_fill()
+    assert "decoded grid" in square.get_label()
+    assert not [p for p in next(a for a in plots.latent_scatter(
+        rng.standard_normal((5, 2)), np.arange(5)).axes if a.collections).patches
+        if isinstance(p, Rectangle)]
+
+
+def test_the_cli_shows_one_test_digit_of_each_class_and_the_grid_on_the_scatter(
+        tmp_path, monkeypatch):
+    from vae_from_scratch import cli
+
+    shown = {}
+    real_reconstructions, real_scatter = plots.reconstructions, plots.latent_scatter
+
+    def reconstructions(x, x_recon, n=10):
+        shown["x"] = x
+        return real_reconstructions(x, x_recon, n)
+
+    def latent_scatter(mu, labels, title="t", grid=None):
+        shown["grid"] = grid
+        return real_scatter(mu, labels, grid=grid)
+
+    monkeypatch.setattr(plots, "reconstructions", reconstructions)
+    monkeypatch.setattr(plots, "latent_scatter", latent_scatter)
+    assert cli.main(["train", "--epochs", "0", "--latent-dim", "2", "--hidden-dims", "8",
+                     "--iwae-k", "0", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    from vae_from_scratch.data import load_mnist
+
+    ds = load_mnist()
+    picks = plots.one_per_class(ds.y_test)
+    np.testing.assert_array_equal(shown["x"], ds.x_test[picks])
+    np.testing.assert_array_equal(shown["grid"], plots.gaussian_quantile_grid(15))
+    assert (tmp_path / "run" / "latent_scatter.png").is_file()

@@ -5,6 +5,7 @@ vae-course train --latent-dim 2 --backend torch --device cuda
 vae-course train --resume runs/train  # continue a run that was stopped (Ctrl-C)
 vae-course compare                    # NumPy and PyTorch side by side
 vae-course download mnist             # full MNIST, checked against pinned SHA-256
+vae-course start [DIR]                # copy the lessons into your own folder, my-lessons/
 vae-course lessons build | check      # lessons/ from solutions/
 
 A user's mistake (a bad flag, an output folder that cannot take the run, a device this
@@ -215,9 +216,25 @@ def _train_parser(sub):
     return t
 
 
+def _threads(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of threads (0: the libraries' defaults), got {text}")
+    return value
+
+
+_THREADS_HELP = ("threads for NumPy's BLAS and PyTorch (default: $VAE_COURSE_THREADS, else "
+                 "1; 0 leaves the libraries' defaults)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="vae-course", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--threads", type=_threads, default=None, help=_THREADS_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _train_parser(sub)
@@ -242,13 +259,24 @@ def build_parser():
     d.add_argument("--deadline", type=_seconds, default=600.0, metavar="S",
                    help="seconds the whole download may take (default: 600)")
 
+    st = sub.add_parser("start", help="copy the lessons into your own folder to work in "
+                                      "(never overwrites a file there)")
+    st.add_argument("folder", nargs="?", type=Path, default=None,
+                    help="where to copy them (default: my-lessons/ at the repository root)")
+
     les = sub.add_parser("lessons", help="generate lessons/ from solutions/, or check them")
     les.add_argument("action", choices=("build", "check"))
     les.add_argument("--solutions", type=Path, default=Path("solutions"))
     les.add_argument("--lessons", type=Path, default=Path("lessons"))
+    les.add_argument("--force", action="store_true",
+                     help="build: also rewrite lessons you edited (a backup of each is kept)")
 
-    for p in sub.choices.values():
-        p.set_defaults(_parser=p)  # to report an unknown flag with this command's usage
+    for command in sub.choices.values():
+        command.set_defaults(_parser=command)  # an unknown flag gets this command's usage
+        # --threads also after the command (vae-course train --threads 2); SUPPRESS keeps
+        # one given before the command
+        command.add_argument("--threads", type=_threads, default=argparse.SUPPRESS,
+                             help=_THREADS_HELP)
     return parser
 
 
@@ -462,7 +490,7 @@ def cmd_train(args, argv=()):
         backend = _make_backend(args, vae, ds)
         if resume:
             backend.load_state_dict(saved["backend"])
-            _note_versions(info.get("versions", {}))
+            _note_versions(info.get("versions", {}), _environment(args))
         x_test = backend.check_x(ds.x_test, "x_test")
         y_test = ds.y_test if backend.config.n_classes else None
         elapsed = info.get("seconds", 0.0) if resume else 0.0
@@ -476,11 +504,17 @@ def cmd_train(args, argv=()):
         return _train_in(run, args, ds, (x_test, y_test), backend, loop, fingerprint, elapsed)
 
 
-def _note_versions(saved):
-    """Say so when a resumed run continues with other versions than it started with."""
+def _environment(args):
+    """What the last digits of a run depend on besides its flags: library versions and the
+    number of threads."""
     from vae_from_scratch import run as runs
 
-    now = runs.versions()
+    return {**runs.versions(), "threads": getattr(args, "threads", None)}
+
+
+def _note_versions(saved, now):
+    """Say so when a resumed run continues with other versions (or threads) than it
+    started with."""
     changed = [k for k, v in now.items() if saved.get(k) not in (None, v)]
     if changed:
         print(
@@ -512,7 +546,7 @@ def _train_in(run, args, ds, test, backend, loop, fingerprint, elapsed):
             vae,
             {"backend": backend.state_dict(), "loop": loop.to_dict()},
             {"argv": argv, "data_sha256": fingerprint, "backend": backend.name,
-             "device": args.device, "seconds": seconds(), "versions": runs.versions()},
+             "device": args.device, "seconds": seconds(), "versions": _environment(args)},
             {"epochs": loop.epochs_done, "backend": backend.name,
              "test_nelbo": history.test_nelbo[-1] if history.test_nelbo else None},
         )
@@ -607,9 +641,10 @@ def _final_outputs(run, args, ds, y_test, backend, loop, stop, metrics):
     figures = {}
     if history.epoch:
         figures["loss_curves"] = plots.loss_curves(history)
-    y10 = None if y_test is None else y_test[:10]
-    figures["reconstructions"] = plots.reconstructions(ds.x_test,
-                                                       vae.reconstruct(ds.x_test[:10], y10))
+    picks = plots.one_per_class(ds.y_test)  # one test digit of each class, as lesson 05
+    y_picks = None if y_test is None else y_test[picks]
+    figures["reconstructions"] = plots.reconstructions(ds.x_test[picks],
+                                                       vae.reconstruct(ds.x_test[picks], y_picks))
     if y_test is None:
         figures["samples"] = plots.samples(vae.sample(50, seed=args.seed))
     else:  # one row per digit
@@ -618,7 +653,8 @@ def _final_outputs(run, args, ds, y_test, backend, loop, stop, metrics):
                                            title="Samples from the prior, one row per label")
     if vae.latent_dim == 2:
         mu, _ = vae.encode(ds.x_test, y_test)
-        figures["latent_scatter"] = plots.latent_scatter(mu, ds.y_test)
+        grid = plots.gaussian_quantile_grid(15)
+        figures["latent_scatter"] = plots.latent_scatter(mu, ds.y_test, grid=grid)
         if y_test is None:  # a conditional model's map depends on the label too
             figures["latent_manifold"] = plots.latent_manifold(vae, n=15)
     run.expect(*(f"{name}.png" for name in figures))
@@ -665,18 +701,58 @@ def cmd_download(args):
     return 0
 
 
+def cmd_start(args):
+    from vae_from_scratch.start import open_command, start_course
+
+    report = start_course(args.folder)
+    where = report.folder
+    if report.copied:
+        print(f"copied {len(report.copied)} lesson(s) into {where}/: "
+              f"{', '.join(p.name for p in report.copied)}")
+    if report.kept:
+        print(f"kept {len(report.kept)} already there (your work is never overwritten): "
+              f"{', '.join(p.name for p in report.kept)}")
+    if not report.copied and not report.kept:
+        print(f"no lessons to copy into {where}/")
+    print(f"Open the course (the file browser then reaches {where.name}/, lessons/ and "
+          f"solutions/):\n  {open_command(report)}")
+    return 0
+
+
 def cmd_lessons(args):
-    from vae_from_scratch.lessons import build_lessons, stale_lessons
+    from vae_from_scratch.lessons import (
+        backup_dir_for,
+        build_lessons,
+        edited_lessons,
+        stale_lessons,
+    )
 
     if args.action == "build":
-        for path in build_lessons(args.solutions, args.lessons):
-            print(f"wrote {path}")
+        kept = []
+        for built in build_lessons(args.solutions, args.lessons, force=args.force):
+            if built.action == "written":
+                print(f"wrote {built.path}")
+            elif built.action == "replaced":
+                print(f"wrote {built.path} (your edited version is kept in {built.backup})")
+            elif built.action == "kept":
+                kept.append(built.path)
+                print(f"kept {built.path}: it has your edits")
+        if kept:
+            print(f"{len(kept)} lesson(s) with your edits left as they are. To keep working on "
+                  "them, work in your own copy (`vae-course start` copies the lessons into "
+                  "my-lessons/, never overwriting); to rewrite them from solutions/ anyway: "
+                  f"`vae-course lessons build --force` (it keeps a backup of each in "
+                  f"{backup_dir_for(args.lessons)}/)", file=sys.stderr)
+            return 1
         return 0
     stale = stale_lessons(args.solutions, args.lessons)
     for problem in stale:
         print(problem)
+    for path in edited_lessons(args.solutions, args.lessons):
+        print(f"note: {path} has your edits; judged by its committed version")
     if stale:
-        print("lessons/ is out of step with solutions/: run `vae-course lessons build`")
+        print("lessons/ is out of step with solutions/: run `vae-course lessons build` "
+              "(it rewrites only lessons nobody edited)")
         return 1
     print("lessons/ is in step with solutions/")
     return 0
@@ -689,10 +765,18 @@ def main(argv=None):
     if unknown:  # with the usage of the command that was given, not the top level's
         args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     del args._parser
+    from vae_from_scratch.threads import limit_threads
+
+    try:
+        args.threads = limit_threads(args.threads)  # before any work
+    except ValueError as err:
+        print(f"vae-course {args.command}: error: {err}", file=sys.stderr)
+        return 2
     handler = {
-        "train": lambda a: cmd_train(a, argv[1:]),
+        "train": lambda a: cmd_train(a, argv),
         "compare": cmd_compare,
         "download": cmd_download,
+        "start": cmd_start,
         "lessons": cmd_lessons,
     }[args.command]
     from vae_from_scratch.train import TrainingDiverged

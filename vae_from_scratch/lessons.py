@@ -30,24 +30,51 @@ do not show when the solution is rendered); the lesson gets a line asking for th
 Lessons are written with no outputs and no execution counts; cell ids, cell metadata (less
 run-time ``execution`` timestamps) and notebook metadata are kept; the JSON is written the
 way nbformat writes it, so the same solutions always give the same bytes.
+
+A learner's edits are never lost. Every generated lesson carries, in its notebook metadata
+(``vae_course``), the solution it came from and a SHA-256 of its own content, so a lesson
+file can be told apart as *pristine* (exactly what a build wrote, or what this build would
+write) or *edited* (a learner's code, outputs JupyterLab saved, anything else):
+:func:`lesson_state`. ``build_lessons`` rewrites pristine lessons only; an edited one is
+kept as it is unless ``force=True``, and then a copy of it goes to a time-stamped backup
+first (``lessons-backups/`` next to ``lessons/``).
+
 ``stale_lessons()`` lists what a rebuild would change; the test suite requires it be empty.
+For an edited lesson it compares the committed version (``git show HEAD:lessons/NAME``)
+instead, so a learner who works in ``lessons/`` does not make the check fail.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import re
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "EDITED",
+    "MISSING",
+    "PRISTINE",
+    "LessonBuild",
     "LessonBuildError",
+    "backup_dir_for",
     "build_lessons",
+    "committed_bytes",
+    "edited_lessons",
     "lesson_bytes",
+    "lesson_state",
     "make_lesson",
     "stale_lessons",
 ]
+
+#: Notebook metadata key of a generated lesson: where it came from and its content's hash.
+METADATA_KEY = "vae_course"
+PRISTINE, EDITED, MISSING = "pristine", "edited", "missing"
 
 _BEGIN = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION\b[ \t]*(?P<label>.*?)[ \t]*$")
 _END = re.compile(r"^[ \t]*### END SOLUTION[ \t]*$")
@@ -172,12 +199,17 @@ def make_lesson(solution: dict, name: str = "") -> dict:
         new["source"] = _split_lines(text)
         cells.append(new)
     minor = solution.get("nbformat_minor", 5)
-    return {
+    metadata = {k: v for k, v in solution.get("metadata", {}).items() if k != METADATA_KEY}
+    lesson = {
         "cells": cells,
-        "metadata": solution.get("metadata", {}),
+        "metadata": metadata,
         "nbformat": solution.get("nbformat", 4),
         "nbformat_minor": max(minor, 5),
     }
+    if name:
+        metadata[METADATA_KEY] = {"generated_from": f"solutions/{name}"}
+    metadata.setdefault(METADATA_KEY, {})["content_sha256"] = _content_hash(lesson)
+    return lesson
 
 
 def _dumps(nb: dict) -> bytes:
@@ -185,14 +217,83 @@ def _dumps(nb: dict) -> bytes:
     return (json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def _without_hash(nb: dict) -> dict:
+    nb = copy.deepcopy(nb)
+    stamp = nb.get("metadata", {}).get(METADATA_KEY)
+    if isinstance(stamp, dict):
+        stamp.pop("content_sha256", None)
+    return nb
+
+
+def _content_hash(nb: dict) -> str:
+    """SHA-256 of a notebook's canonical JSON, leaving out the hash field itself."""
+    return hashlib.sha256(_dumps(_without_hash(nb))).hexdigest()
+
+
+def _read_solution(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LessonBuildError(f"{path}: not a readable notebook ({exc})") from exc
+
+
 def lesson_bytes(solution_path: str | Path) -> bytes:
     """The exact bytes of the lesson generated from the solution notebook at this path."""
     path = Path(solution_path)
+    return _dumps(make_lesson(_read_solution(path), path.name))
+
+
+def lesson_state(lesson_path: str | Path, solution_path: str | Path | None = None) -> str:
+    """``MISSING``, ``PRISTINE`` or ``EDITED``: whether a lesson file is safe to rewrite.
+
+    Pristine: the file's content is what a build wrote (its ``content_sha256`` matches its
+    content) or what building ``solution_path`` would write, stamp aside (a lesson built
+    before lessons carried the stamp). Anything else is the learner's: code, outputs, even
+    metadata JupyterLab added on saving.
+    """
+    path = Path(lesson_path)
+    if not path.is_file():
+        return MISSING
     try:
-        solution = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LessonBuildError(f"{path}: not a readable notebook ({exc})") from exc
-    return _dumps(make_lesson(solution, path.name))
+        nb = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return EDITED
+    if not isinstance(nb, dict):
+        return EDITED
+    stamp = nb.get("metadata", {}).get(METADATA_KEY)
+    if isinstance(stamp, dict) and stamp.get("content_sha256") == _content_hash(nb):
+        return PRISTINE
+    if solution_path is not None:
+        try:
+            generated = make_lesson(_read_solution(Path(solution_path)), Path(solution_path).name)
+        except LessonBuildError:
+            return EDITED
+        if _unstamped(nb) == _unstamped(generated):
+            return PRISTINE
+    return EDITED
+
+
+def _unstamped(nb: dict) -> dict:
+    nb = copy.deepcopy(nb)
+    nb.get("metadata", {}).pop(METADATA_KEY, None)
+    return nb
+
+
+def committed_bytes(path: str | Path) -> bytes | None:
+    """The file's content in the last commit (``git show HEAD:path``), or None where there is
+    no git, no repository or no committed version."""
+    path = Path(path).resolve()
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent,
+                             capture_output=True, text=True, timeout=30)
+        if top.returncode != 0:
+            return None
+        relative = path.relative_to(Path(top.stdout.strip()).resolve()).as_posix()
+        shown = subprocess.run(["git", "show", f"HEAD:{relative}"], cwd=path.parent,
+                               capture_output=True, timeout=30)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    return shown.stdout if shown.returncode == 0 else None
 
 
 def _solutions(solutions_dir: Path) -> list[Path]:
@@ -201,30 +302,81 @@ def _solutions(solutions_dir: Path) -> list[Path]:
     return sorted(p for p in solutions_dir.glob("*.ipynb") if p.is_file())
 
 
-def build_lessons(solutions_dir: str | Path = "solutions",
-                  lessons_dir: str | Path = "lessons") -> list[Path]:
-    """Write ``lessons_dir/NAME.ipynb`` for every ``solutions_dir/NAME.ipynb``.
+@dataclasses.dataclass(frozen=True)
+class LessonBuild:
+    """What ``build_lessons`` did with one lesson.
 
-    Files whose bytes would not change are left alone. Returns the lesson paths, sorted.
-    Lesson notebooks with no matching solution are not deleted; ``stale_lessons`` reports
-    them.
+    ``action``: ``"written"`` (new or pristine, rewritten), ``"unchanged"`` (already right),
+    ``"kept"`` (edited by a learner, left alone), ``"replaced"`` (edited, rewritten with
+    ``force``; the learner's version is at ``backup``).
+    """
+
+    path: Path
+    action: str
+    backup: Path | None = None
+
+
+def backup_dir_for(lessons_dir: str | Path) -> Path:
+    """Where ``build_lessons(force=True)`` keeps edited lessons: ``lessons-backups/`` beside
+    ``lessons/`` (outside it, so the tests and the build never see the copies)."""
+    lessons_dir = Path(lessons_dir)
+    return lessons_dir.parent / f"{lessons_dir.name}-backups"
+
+
+def _backup(path: Path, backup_dir: Path) -> Path:
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = backup_dir / f"{path.stem}-{stamp}{path.suffix}"
+    k = 1
+    while target.exists():
+        target = backup_dir / f"{path.stem}-{stamp}-{k}{path.suffix}"
+        k += 1
+    target.write_bytes(path.read_bytes())
+    return target
+
+
+def build_lessons(solutions_dir: str | Path = "solutions", lessons_dir: str | Path = "lessons",
+                  *, force: bool = False) -> list[LessonBuild]:
+    """Write ``lessons_dir/NAME.ipynb`` for every ``solutions_dir/NAME.ipynb``, never losing
+    a learner's edits.
+
+    A missing or pristine lesson is (re)written; one whose bytes would not change is left
+    alone. An edited lesson (:func:`lesson_state`) is kept as it is, unless ``force``: then
+    it is copied to ``backup_dir_for(lessons_dir)/NAME-<time>.ipynb`` first. Every solution
+    is turned into a lesson before anything is written, so a broken solution writes nothing.
+    Lessons with no matching solution are not deleted; ``stale_lessons`` reports them.
+    Returns one :class:`LessonBuild` per solution, sorted by name.
     """
     solutions_dir, lessons_dir = Path(solutions_dir), Path(lessons_dir)
-    built = []
+    generated = [(s, lesson_bytes(s)) for s in _solutions(solutions_dir)]
     lessons_dir.mkdir(parents=True, exist_ok=True)
-    for solution in _solutions(solutions_dir):
+    report = []
+    for solution, data in generated:
         target = lessons_dir / solution.name
-        data = lesson_bytes(solution)
-        if not target.is_file() or target.read_bytes() != data:
+        state = lesson_state(target, solution)
+        if state != MISSING and target.read_bytes() == data:
+            report.append(LessonBuild(target, "unchanged"))
+        elif state == EDITED and not force:
+            report.append(LessonBuild(target, "kept"))
+        elif state == EDITED:
+            backup = _backup(target, backup_dir_for(lessons_dir))
             target.write_bytes(data)
-        built.append(target)
-    return built
+            report.append(LessonBuild(target, "replaced", backup))
+        else:
+            target.write_bytes(data)
+            report.append(LessonBuild(target, "written"))
+    return report
 
 
 def stale_lessons(solutions_dir: str | Path = "solutions",
                   lessons_dir: str | Path = "lessons") -> list[str]:
     """One line per lesson a rebuild would change (missing, different, or without a
-    solution); empty when ``lessons_dir`` is in step with ``solutions_dir``."""
+    solution); empty when ``lessons_dir`` is in step with ``solutions_dir``.
+
+    A lesson a learner edited is judged by its committed version (:func:`committed_bytes`)
+    and is not reported when that one is in step (or when there is none to read: the
+    learner's copy says nothing about the course).
+    """
     solutions_dir, lessons_dir = Path(solutions_dir), Path(lessons_dir)
     problems = []
     names = set()
@@ -236,11 +388,18 @@ def stale_lessons(solutions_dir: str | Path = "solutions",
         except LessonBuildError as exc:
             problems.append(str(exc))
             continue
-        if not target.is_file():
+        state = lesson_state(target, solution)
+        if state == MISSING:
             problems.append(f"{target}: missing (generated from {solution})")
             continue
-        if target.read_bytes() != data:
-            problems.append(f"{target}: differs from what {solution} generates")
+        have = target.read_bytes()
+        if state == EDITED:
+            have = committed_bytes(target)
+            if have is None:
+                continue
+        if have != data:
+            which = "its committed version differs" if state == EDITED else "differs"
+            problems.append(f"{target}: {which} from what {solution} generates")
     if lessons_dir.is_dir():
         for lesson in sorted(lessons_dir.glob("*.ipynb")):
             if lesson.name not in names:
@@ -248,25 +407,22 @@ def stale_lessons(solutions_dir: str | Path = "solutions",
     return problems
 
 
+def edited_lessons(solutions_dir: str | Path = "solutions",
+                   lessons_dir: str | Path = "lessons") -> list[Path]:
+    """The lessons in ``lessons_dir`` that a learner edited (see :func:`lesson_state`)."""
+    solutions_dir, lessons_dir = Path(solutions_dir), Path(lessons_dir)
+    return [lessons_dir / s.name for s in _solutions(solutions_dir)
+            if lesson_state(lessons_dir / s.name, s) == EDITED]
+
+
 def _main(argv: list[str] | None = None) -> int:
-    """``python -m vae_from_scratch.lessons [build|check]``, run from the repository root."""
+    """``python -m vae_from_scratch.lessons build|check [--force]``: ``vae-course lessons``."""
     import sys
 
+    from vae_from_scratch.cli import main
+
     args = sys.argv[1:] if argv is None else argv
-    command = args[0] if args else "check"
-    if command == "build":
-        for path in build_lessons():
-            print(f"wrote {path}")
-        return 0
-    if command == "check":
-        problems = stale_lessons()
-        for line in problems:
-            print(line)
-        print("lessons/ is in step with solutions/" if not problems else
-              f"{len(problems)} lesson(s) out of step: run `vae-course lessons build`")
-        return 1 if problems else 0
-    print("usage: python -m vae_from_scratch.lessons [build|check]")
-    return 2
+    return main(["lessons", *(args or ["check"])])
 
 
 if __name__ == "__main__":

@@ -57,6 +57,23 @@ def loss_curves(history):
     return fig
 
 
+def one_per_class(labels, seed=1):
+    """Indices of one example of each class, in class order, each drawn at random (seeded)
+    among that class's examples: ``rng.choice`` of each class's indices in turn with
+    ``np.random.default_rng(seed)``, as lesson 05 picks its test digits. labels (N,) ints;
+    every class 0..max(labels) must appear."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    picks = []
+    for k in range(int(labels.max()) + 1):
+        members = np.flatnonzero(labels == k)
+        if members.size == 0:
+            raise ValueError(f"no example of class {k}: every class 0..{labels.max()} must "
+                             "appear")
+        picks.append(rng.choice(members))
+    return np.array(picks)
+
+
 @_styled
 def reconstructions(x, x_recon, n=10):
     """Originals (top row) above their reconstructions (bottom row). x, x_recon (N, 784)."""
@@ -81,9 +98,13 @@ def samples(images, ncols=10, title="Samples from the prior"):
 
 
 @_styled
-def latent_scatter(mu, labels, title="Test set in the latent space (posterior means)"):
-    """mu (N, 2) coloured by digit label (N,)."""
+def latent_scatter(mu, labels, title="Test set in the latent space (posterior means)",
+                   grid=None):
+    """mu (N, 2) coloured by digit label (N,). ``grid``: the latent values of a decoded grid
+    (``gaussian_quantile_grid(n)``, as ``latent_manifold`` draws it); a dashed square marks
+    its extent, so the two figures can be matched."""
     import matplotlib as mpl
+    from matplotlib.patches import Rectangle
 
     fig = _figure(figsize=(6.2, 5.2))
     ax = fig.add_subplot()
@@ -92,6 +113,12 @@ def latent_scatter(mu, labels, title="Test set in the latent space (posterior me
         mu[:, 0], mu[:, 1], c=labels, cmap=cmap, vmin=-0.5, vmax=9.5, s=8, alpha=0.8, linewidths=0
     )
     fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
+    if grid is not None:
+        low, high = float(np.min(grid)), float(np.max(grid))
+        ax.add_patch(Rectangle((low, low), high - low, high - low, fill=False, linestyle="--",
+                               linewidth=1.2, edgecolor="#222222",
+                               label=f"decoded grid, $z_i \\in$ [{low:.2f}, {high:.2f}]"))
+        ax.legend(loc="upper right")
     ax.set(title=title, xlabel="$z_1$", ylabel="$z_2$")
     ax.grid(True)
     return fig
@@ -112,10 +139,17 @@ def latent_manifold(vae, n=15):
     z1, z2 = np.meshgrid(q, q[::-1])  # z2 grows upwards, as on a plot's y axis
     z = np.stack([z1.ravel(), z2.ravel()], axis=1).astype(vae.dtype)
     images = vae.decode_mean(z)
-    fig = _figure(figsize=(7, 7))
-    show_digits(
+    fig = _figure(figsize=(7, 7.4))
+    ax = show_digits(
         fig, images, ncols=n, gap=0, title=f"Decoded {n}x{n} grid over Gaussian quantiles of $z$"
     )
+    # Ticks at the tiles' centres, labelled with the z each tile decodes, so the grid can be
+    # matched to the latent scatter (whose dashed square is this grid's extent).
+    rows, cols = ax.images[0].get_array().shape[:2]
+    labels = [f"{round(v, 2) + 0.0:.2f}" for v in q]  # + 0.0: "0.00", not "-0.00"
+    ax.set_xticks(cols / n * (np.arange(n) + 0.5) - 0.5, labels, rotation=90, fontsize=7)
+    ax.set_yticks(rows / n * (np.arange(n) + 0.5) - 0.5, labels[::-1], fontsize=7)
+    ax.set(xlabel="$z_1$", ylabel="$z_2$")
     return fig
 
 

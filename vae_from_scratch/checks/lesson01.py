@@ -108,6 +108,8 @@ linear_ae_loss_and_grads = Checker(
         _linear_ae_case(n=1, d=5, k=1, seed=1),  # a batch of one
         _linear_ae_case(n=6, d=3, k=2, seed=2),
     ],
+    outputs=("loss", "grads"),
+    sizes={"N": "x.shape[0]", "D": "x.shape[1]"},
 )
 
 
@@ -129,6 +131,7 @@ pca = Checker(
         Case(_pca_data(12, 5, seed=2), 5),  # all the directions
     ],
     compare=_compare_pca,
+    outputs=("mean", "components"),
 )
 
 
@@ -138,6 +141,12 @@ def _angle_case(seed):
 
 
 _SAME = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+# A 3-D subspace of R^5 given by two bases: its three cosines are 1, and round-off pushes
+# at least one of them a hair above 1 (on x86-64 with OpenBLAS, whichever of QR or SVD
+# orthonormalizes the bases).
+_SAME_3D = np.array([[0.0, 1.8, -1.4], [1.8, -0.8, -0.3], [1.3, -0.4, 0.2],
+                     [-1.9, 1.0, 0.2], [-0.7, 1.2, -0.8]])
+_UNCLIPPED = "the same subspace twice: every cosine is 1, and round-off can push one past 1"
 
 principal_angles = Checker(
     "1.3",
@@ -149,12 +158,17 @@ principal_angles = Checker(
         _angle_case(0),
         # The same plane described by two different, non-orthonormal bases: both angles
         # are 0 (round-off can push a cosine a hair above 1).
-        Case(_SAME, _SAME @ np.array([[2.0, 1.0], [-1.0, 3.0]])),
+        Case(_SAME, _SAME @ np.array([[2.0, 1.0], [-1.0, 3.0]])).strict(_UNCLIPPED),
+        Case(_SAME_3D, _SAME_3D @ np.array([[0.0, -1.0, 0.0], [-1.0, -1.0, 1.0],
+                                            [-1.0, 0.0, 2.0]])).strict(_UNCLIPPED),
         # One direction each: the ordinary angle between two vectors.
         Case(np.array([[1.0], [0.0]]), np.array([[-1.0], [1.0]])),
     ],
     atol=1e-6,
 )
+
+_ROUND_OFF = np.array([[2.74, -4.6, -9.18], [8.7, 6.32, -9.95], [-6.49, 7.26, 0.83],
+                       [6.45, -0.4, -5.35]])
 
 nearest_distances = Checker(
     "1.4",
@@ -166,6 +180,11 @@ nearest_distances = Checker(
              np.array([[0.5, -1.0, 2.0], [0.0, 0.0, 0.0]])),  # a point found in b: 0
         Case(np.round(np.random.default_rng(0).normal(size=(4, 3)), 2),
              np.round(np.random.default_rng(1).normal(size=(5, 3)), 2)),
+        # Points that are also in b: ||a||^2 - 2 a.b + ||b||^2 is then a difference of
+        # equal numbers, which round-off makes slightly negative for some of them.
+        Case(_ROUND_OFF, np.vstack([_ROUND_OFF[::-1], [[0.0, 0.0, 0.0]]])).strict(
+            "points that are also in b: round-off makes some squared distances slightly "
+            "negative"),
     ],
     atol=1e-6,
 )

@@ -73,6 +73,7 @@ kl_diag_standard_normal = Checker(
         Case(np.array([[1.5], [-0.2], [0.0], [0.7]]),
              np.array([[-2.0], [0.3], [1.0], [0.0]])),  # one latent dimension
     ],
+    sizes={"L": "mu.shape[-1]"},
 )
 
 
@@ -88,6 +89,8 @@ def _grid_case(xs, mu_q, var_q, mu_p, var_p):
 _xs = [-1.0, -0.5, 0.0, 0.25, 1.0]  # uneven spacing
 _lq1, _lp1, _x1 = _grid_case(_xs, 0.0, 1.0, 0.5, 2.0)
 _lq2, _lp2, _ = _grid_case(_xs, -0.3, 0.5, 0.5, 2.0)
+# A grid out to +-40, where q = exp(log q) underflows to 0 while p does not.
+_lq3, _lp3, _x3 = _grid_case([-40.0, -1.0, 0.0, 1.0, 40.0], 0.0, 1.0, 0.5, 2.0)
 
 kl_by_quadrature = Checker(
     "2.2",
@@ -98,5 +101,8 @@ kl_by_quadrature = Checker(
         Case(np.stack([_lq1, _lq2]), np.stack([_lp1, _lp2]), _x1),  # two at once, (2, G)
         Case(np.stack([_lq1, _lq2]), _lp1, _x1),  # log_p (G,) broadcasts against (2, G)
         Case(_lp1, np.stack([_lq1, _lq2]), _x1),  # and the other way round
+        Case(_lq3, _lp3, _x3).strict(
+            "a grid out to 40 standard deviations, where q = exp(log q) underflows to 0: "
+            "work with the log-densities, never log(q)"),
     ],
 )

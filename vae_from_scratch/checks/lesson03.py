@@ -44,6 +44,7 @@ posterior = Checker(
     "3.1",
     reference=lg.posterior,
     cases=_MODEL_CASES,
+    outputs=("m", "S"),
     rtol=1e-6,
     atol=1e-9,
 )
@@ -51,7 +52,11 @@ posterior = Checker(
 log_marginal = Checker(
     "3.2",
     reference=lg.log_marginal,
-    cases=_MODEL_CASES,
+    cases=[
+        *_MODEL_CASES,
+        Case(_X1, _W1, _B1, sigma2=1e100).strict(
+            "a noise variance so large that det C (about 1e400) overflows: use slogdet"),
+    ],
     rtol=1e-6,
     atol=1e-9,
 )
@@ -87,8 +92,10 @@ iwae_bound = Checker(
         Case(np.array([[-1.2, -0.3, -2.5, -0.9], [0.4, 0.1, -0.6, 0.0]])),
         Case(np.array([-3.0, -1.0, -2.0])),  # one example: (K,) -> a scalar
         # weights as small as those of 784 pixels: exp underflows to 0 without the max shift
-        Case(np.array([[-1000.0, -1001.0, -1002.0], [-850.0, -850.0, -850.0]])),
+        Case(np.array([[-1000.0, -1001.0, -1002.0], [-850.0, -850.0, -850.0]])).strict(
+            "log-weights of about -1000, whose exp underflows to 0"),
     ],
+    sizes={"K": "log_weights.shape[-1]"},
     rtol=1e-9,
     atol=1e-9,
 )

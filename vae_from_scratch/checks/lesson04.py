@@ -80,6 +80,8 @@ score_function_gradient = Checker(
         Case(sum_of_squares, np.array([0.5, -1.0, 0.0]), np.array([0.0, 0.4, -0.6]),
              _r(_rng.normal(0, 1, (6, 3)))),
     ],
+    outputs=("dmu", "dlog_var"),
+    sizes={"S": "eps.shape[0]"},
 )
 
 reparameterize_backward = Checker(
@@ -90,6 +92,7 @@ reparameterize_backward = Checker(
         Case(np.array([[1.0, -2.0, 0.5]]), (np.array([[0.5, 1.0, 2.0]]),
                                              np.array([[1.5, -0.5, 0.0]]))),
     ],
+    outputs=("dmu", "dlog_var"),
 )
 
 kl_standard_normal_backward = Checker(
@@ -99,7 +102,7 @@ kl_standard_normal_backward = Checker(
         Case(np.array([1.0, 0.5, -2.0]), _MU, _LV),
         Case(np.array([0.25]), np.array([[0.0, 1.0, -1.0, 2.0]]), np.array([[0.0, 0.0, 1.0,
                                                                               -1.0]])),
-    ],
+    ],    outputs=("dmu", "dlog_var"),
 )
 
 bernoulli_log_likelihood_backward = Checker(
@@ -107,8 +110,9 @@ bernoulli_log_likelihood_backward = Checker(
     reference=dist.bernoulli_log_likelihood_backward,
     cases=[
         Case(np.array([1.0, -0.5]), _X, _LOGITS),
-        # large logits: sigmoid must not overflow
-        Case(np.array([1.0]), np.array([[1.0, 0.0, 1.0]]), np.array([[800.0, 800.0, -800.0]])),
+        Case(np.array([1.0]), np.array([[1.0, 0.0, 1.0]]),
+             np.array([[800.0, 800.0, -800.0]])).strict(
+            "logits of +-800, where exp(-logits) overflows: the sigmoid must not"),
     ],
 )
 
@@ -121,6 +125,8 @@ linear_backward = Checker(
         Case(np.array([[1.0, 2.0, 3.0]]), (np.array([[1.0, -1.0]]),
                                           np.array([[0.5, 0.0, 1.0], [2.0, 1.0, -1.0]]))),
     ],
+    outputs=("dx", "dW", "db"),
+    sizes={"N": "dout.shape[0]"},
 )
 
 
@@ -133,6 +139,13 @@ def _vae_case(seed, d, h, latent, n):
     return Case(params, x, eps)
 
 
+#: The gradients in the order backpropagation computes them: the output layer first.
+BACKPROP_ORDER = [
+    "dec.out.W", "dec.out.b", "dec.0.W", "dec.0.b",
+    "enc.mu.W", "enc.mu.b", "enc.log_var.W", "enc.log_var.b",
+    "enc.0.W", "enc.0.b",
+]
+
 vae_loss_and_grads = Checker(
     "4.6",
     name="vae_loss_and_grads",
@@ -140,4 +153,8 @@ vae_loss_and_grads = Checker(
     cases=[_vae_case(0, 5, 4, 2, 3), _vae_case(1, 4, 3, 3, 2)],
     rtol=1e-6,
     atol=1e-9,
+    outputs=("loss", "grads"),
+    key_order=BACKPROP_ORDER,
+    key_order_note="the first in backpropagation order, output layer first",
+    sizes={"N": "x.shape[0]"},
 )

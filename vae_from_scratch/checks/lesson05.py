@@ -110,6 +110,7 @@ adam_update = Checker(
     ],
     rtol=1e-7,
     atol=1e-10,
+    outputs=("p", "m", "v"),
 )
 
 train_step = Checker(
@@ -129,6 +130,7 @@ kl_monte_carlo = Checker(
         Case(_r(_rng.normal(0, 1, (3, 2))), _r(_rng.normal(0, 0.5, (3, 2))),
              _r(_rng.normal(0, 1, (3, 2)))),
     ],
+    sizes={"L": "mu.shape[-1]"},
 )
 
 active_units = Checker(
@@ -141,5 +143,9 @@ active_units = Checker(
                        [1.0, -0.01, 0.5, 0.01],
                        [-1.0, 0.00, -0.5, 0.00]])),
         Case(np.array([[0.2, 0.0, 3.0], [0.0, 0.1, 3.0], [-0.2, -0.1, 3.0]]), threshold=0.005),
+        # Column 1 has variance 0.0064 (inactive at 0.01) but standard deviation 0.08: a
+        # threshold on the standard deviation counts it.
+        Case(np.array([[1.0, 0.08, 0.0], [-1.0, -0.08, 0.0],
+                       [0.5, 0.08, 0.001], [-0.5, -0.08, 0.0]])),
     ],
 )

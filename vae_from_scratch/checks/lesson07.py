@@ -56,8 +56,10 @@ aggregate_posterior_log_density = Checker(
         Case(np.array([[0.0], [1.0], [-2.0]]), np.array([[0.5]]), np.array([[-0.5]])),
         # Three posteriors in two dimensions, one point so far from all of them that a
         # direct log(mean(exp(...))) underflows to -inf.
-        Case(np.vstack([_Z[:2], [[40.0, -40.0]]]), _MEANS, _LOG_VARS),
+        Case(np.vstack([_Z[:2], [[40.0, -40.0]]]), _MEANS, _LOG_VARS).strict(
+            "a point so far from every posterior that each density underflows to 0"),
     ],
+    sizes={"N": "mu.shape[0]"},
 )
 
 mixture_log_density = Checker(
@@ -71,7 +73,8 @@ mixture_log_density = Checker(
              np.array([[-1.0], [-1.0]]), np.array([0.0, 0.0])),
         Case(_Z, _MEANS, _LOG_VARS, _LOGITS),
         # Far in a tail: a naive log(sum(exp(...))) underflows to -inf here.
-        Case(np.array([[40.0, -40.0]]), _MEANS, _LOG_VARS, _LOGITS),
+        Case(np.array([[40.0, -40.0]]), _MEANS, _LOG_VARS, _LOGITS).strict(
+            "a point so far in the tail that every component's density underflows to 0"),
     ],
 )
 
@@ -84,5 +87,10 @@ mixture_log_density_backward = Checker(
         Case(np.array([1.0, -0.5, 2.0]), np.array([[0.0], [2.0], [-3.0]]),
              np.array([[-2.0], [2.0]]), np.array([[-1.0], [0.5]]), np.array([0.3, -0.3])),
         Case(_DOUT, _Z, _MEANS, _LOG_VARS, _LOGITS),
+        # Far in a tail, the responsibilities are 0/0 unless the maximum is subtracted first.
+        Case(np.array([1.0, 0.5]), np.array([[40.0, -40.0], [0.5, 0.5]]), _MEANS, _LOG_VARS,
+             _LOGITS).strict(
+            "a point so far in the tail that every component's density underflows to 0"),
     ],
+    outputs=("dz", "dmeans", "dlog_vars", "dlogits"),
 )
