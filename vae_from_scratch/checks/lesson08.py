@@ -1,0 +1,159 @@
+"""Checks for lesson 08, the convolutional VAE (``solutions/08_convolutional_vae.ipynb``).
+
+The lesson's layout, simpler than the package's (which puts the batch index last for
+speed, :mod:`vae_from_scratch.conv`): x is NCHW, and the patches of each example are the
+columns of one matrix,
+
+    cols[n, (c, i, j), (ho, wo)] = x_pad[n, c, s*ho + i, s*wo + j]     (N, C*kH*kW, H_out*W_out)
+
+with rows in the order of ``W.reshape(C_out, C*kH*kW)``'s columns (c slowest, j fastest)
+and columns in row-major (ho, wo) order. The references are built from the package's
+``conv.im2col``, ``conv.col2im`` and ``conv.Conv2d`` by moving the batch axis.
+
+* Exercise 8.1: ``im2col(x, kH, kW, stride, padding)`` - every patch of x as a column.
+* Exercise 8.2: ``conv2d_forward(x, W, b, stride, padding)`` - the convolution's output,
+  as ``Conv2d.forward``.
+* Exercise 8.3: ``col2im(cols, x_shape, kH, kW, stride, padding)`` - the adjoint of
+  im2col: scatter each column entry back to its pixel and add.
+* Exercise 8.4: ``conv2d_backward(dout, x, W, stride, padding)`` - (dx, dW, db), as
+  ``Conv2d.backward``.
+* Exercise 8.5 is a written answer.
+
+Every case has stride and padding as plain ints; between them the cases cover odd and
+even sizes, non-square images, stride 1 and 2, padding 0 and 1, one and several channels
+(in and out, equal and unequal, so that a transposed W or a wrong flatten order cannot pass
+by luck), overlapping and non-overlapping patches, and a stride that leaves the last row of
+the image unused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vae_from_scratch import conv
+from vae_from_scratch.checks.core import Case, Checker
+
+
+def _out_size(size, k, stride, padding):
+    return conv.conv2d_output_size(size, k, stride, padding)
+
+
+def _im2col(x, kH, kW, stride, padding):
+    """x (N, C, H, W) -> cols (N, C*kH*kW, H_out*W_out), the lesson's layout."""
+    N, C, H, W = x.shape
+    M = _out_size(H, kH, stride, padding) * _out_size(W, kW, stride, padding)
+    cols = conv.im2col(np.asarray(x), kH, kW, stride, padding)  # (K, M*N), columns (ho, wo, n)
+    return np.ascontiguousarray(cols.reshape(C * kH * kW, M, N).transpose(2, 0, 1))
+
+
+def _col2im(cols, x_shape, kH, kW, stride, padding):
+    """cols (N, C*kH*kW, H_out*W_out) -> x (N, C, H, W): the adjoint of the lesson's im2col."""
+    N, C, H, W = x_shape
+    K, M = cols.shape[1:]
+    package_cols = np.ascontiguousarray(np.asarray(cols).transpose(1, 2, 0)).reshape(K, M * N)
+    return np.ascontiguousarray(conv.col2im(package_cols, x_shape, kH, kW, stride, padding))
+
+
+def _conv2d_forward(x, W, b, stride, padding):
+    """x (N, C_in, H, W), W (C_out, C_in, kH, kW), b (C_out,) -> out (N, C_out, H_out, W_out)."""
+    out, _ = conv.Conv2d.forward(x, W, b, stride=stride, padding=padding)
+    return np.ascontiguousarray(out)
+
+
+def _conv2d_backward(dout, x, W, stride, padding):
+    """dout (N, C_out, H_out, W_out) -> (dx (N, C_in, H, W), dW (C_out, C_in, kH, kW),
+    db (C_out,))."""
+    b = np.zeros(W.shape[0], dtype=W.dtype)  # the gradients do not depend on b
+    _, cache = conv.Conv2d.forward(x, W, b, stride=stride, padding=padding)
+    dx, dW, db = conv.Conv2d.backward(dout, cache)
+    return np.ascontiguousarray(dx), dW, db
+
+
+def _r(a, decimals=1):
+    return np.round(a, decimals) + 0.0  # + 0.0 turns -0.0 into 0.0, so cases print cleanly
+
+
+_rng = np.random.default_rng(8)
+
+
+def _x(*shape):
+    return _r(_rng.normal(0, 1, shape))
+
+
+# (x shape, kernel (kH, kW), stride, padding)
+_IM2COL_SHAPES = [
+    ((1, 1, 4, 4), (2, 2), 1, 0),  # even size, overlapping patches, the printable case
+    ((2, 2, 5, 5), (3, 3), 2, 1),  # odd size, stride 2, padding, two channels
+    ((1, 3, 4, 5), (2, 3), 1, 1),  # non-square image and kernel, three channels
+    ((2, 1, 6, 6), (4, 4), 2, 1),  # the conv VAE's 4x4, stride 2, padding 1
+    ((1, 2, 5, 5), (2, 2), 2, 0),  # stride 2 leaves the last row and column unused
+]
+
+im2col = Checker(
+    "8.1",
+    reference=_im2col,
+    name="im2col",
+    cases=[Case(np.arange(16.0).reshape(1, 1, 4, 4), 2, 2, 1, 0)]
+    + [Case(_x(*shape), kh, kw, s, p) for shape, (kh, kw), s, p in _IM2COL_SHAPES[1:]],
+)
+
+# (N, C_in, C_out, H, W, (kH, kW), stride, padding)
+_CONV_SHAPES = [
+    (2, 2, 3, 5, 5, (3, 3), 1, 1),  # odd size, stride 1, padding 1, C_in != C_out
+    (1, 2, 2, 6, 6, (4, 4), 2, 1),  # even size, the VAE's 4x4/2/1, C_in == C_out
+    (2, 3, 2, 4, 5, (2, 3), 1, 0),  # non-square image and kernel, no padding
+    (1, 2, 3, 7, 7, (3, 3), 2, 0),  # odd size, stride 2, no padding
+]
+
+
+def _conv_case(n, c_in, c_out, h, w, k, stride, padding, with_dout=False):
+    x = _x(n, c_in, h, w)
+    W = _x(c_out, c_in, *k)
+    if not with_dout:
+        return Case(x, W, _x(c_out), stride, padding)
+    dout = _x(n, c_out, _out_size(h, k[0], stride, padding), _out_size(w, k[1], stride, padding))
+    return Case(dout, x, W, stride, padding)
+
+
+conv2d_forward = Checker(
+    "8.2",
+    reference=_conv2d_forward,
+    name="conv2d_forward",
+    cases=[
+        # one channel, a 2x2 kernel that is not symmetric (so flipping it shows)
+        Case(np.arange(9.0).reshape(1, 1, 3, 3), np.array([[[[1.0, 2.0], [0.0, -1.0]]]]),
+             np.array([0.5]), 1, 0),
+    ]
+    + [_conv_case(*shape) for shape in _CONV_SHAPES],
+)
+
+# (x shape, kernel (kH, kW), stride, padding)
+_COL2IM_SHAPES = [
+    ((1, 1, 3, 3), (2, 2), 1, 0),  # overlapping patches: copies must add, not overwrite
+    ((2, 2, 4, 4), (3, 3), 1, 1),  # padding: entries that land in it are dropped
+    ((1, 2, 6, 6), (4, 4), 2, 1),  # the VAE's 4x4/2/1
+    ((2, 1, 5, 4), (2, 2), 2, 0),  # no overlap; the last row is in no patch (stays 0)
+    ((1, 3, 5, 5), (3, 2), 2, 1),  # non-square kernel, three channels
+]
+
+
+def _col2im_case(x_shape, k, stride, padding):
+    n, c, h, w = x_shape
+    m = _out_size(h, k[0], stride, padding) * _out_size(w, k[1], stride, padding)
+    return Case(_x(n, c * k[0] * k[1], m), x_shape, k[0], k[1], stride, padding)
+
+
+col2im = Checker(
+    "8.3",
+    reference=_col2im,
+    name="col2im",
+    cases=[Case(np.arange(1.0, 17.0).reshape(1, 4, 4), (1, 1, 3, 3), 2, 2, 1, 0)]
+    + [_col2im_case(*shape) for shape in _COL2IM_SHAPES[1:]],
+)
+
+conv2d_backward = Checker(
+    "8.4",
+    reference=_conv2d_backward,
+    name="conv2d_backward",
+    cases=[_conv_case(*shape, with_dout=True) for shape in _CONV_SHAPES],
+)
