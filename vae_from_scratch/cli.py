@@ -263,6 +263,9 @@ def build_parser():
                                       "(never overwrites a file there)")
     st.add_argument("folder", nargs="?", type=Path, default=None,
                     help="where to copy them (default: my-lessons/ at the repository root)")
+    st.add_argument("--no-lab", action="store_true",
+                    help="only copy; do not open JupyterLab (it opens by default when run "
+                    "from a terminal)")
 
     les = sub.add_parser("lessons", help="generate lessons/ from solutions/, or check them")
     les.add_argument("action", choices=("build", "check"))
@@ -702,7 +705,10 @@ def cmd_download(args):
 
 
 def cmd_start(args):
-    from vae_from_scratch.start import open_command, start_course
+    import os
+    import shutil
+
+    from vae_from_scratch.start import open_argv, open_command, start_course
 
     report = start_course(args.folder)
     where = report.folder
@@ -714,9 +720,16 @@ def cmd_start(args):
               f"{', '.join(p.name for p in report.kept)}")
     if not report.copied and not report.kept:
         print(f"no lessons to copy into {where}/")
-    print(f"Open the course (the file browser then reaches {where.name}/, lessons/ and "
-          f"solutions/):\n  {open_command(report)}")
-    return 0
+    folder, lab = open_argv(report)
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if args.no_lab or not interactive or shutil.which(lab[0]) is None:
+        print(f"Open the course (the file browser then reaches {where.name}/, lessons/ and "
+              f"solutions/):\n  {open_command(report)}")
+        return 0
+    print(f"opening JupyterLab: {' '.join(lab)} (in {folder}; Ctrl-C twice stops it)",
+          flush=True)
+    os.chdir(folder)
+    os.execvp(lab[0], lab)  # JupyterLab takes over this process
 
 
 def cmd_lessons(args):

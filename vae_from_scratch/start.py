@@ -93,9 +93,10 @@ def start_course(folder: str | Path | None = None, root: str | Path | None = Non
     return StartReport(root, folder, copied, kept)
 
 
-def open_command(report: StartReport) -> str:
-    """The shell command that opens the first lesson in JupyterLab with a file browser that
-    reaches the learner's folder, ``lessons/`` and ``solutions/``.
+def open_argv(report: StartReport) -> tuple[Path, list[str]]:
+    """(folder, argv): the JupyterLab command, run in that folder, that opens the first
+    lesson with a file browser reaching the learner's folder, ``lessons/`` and
+    ``solutions/``.
 
     JupyterLab roots its file browser at the folder it is given (``jupyter lab lessons/``
     shows nothing else), and at a notebook's own folder when given a notebook; so the
@@ -104,8 +105,14 @@ def open_command(report: StartReport) -> str:
     top = Path(os.path.commonpath([report.root, report.folder]))
     target = (report.folder / first).relative_to(top).as_posix() if first else \
         report.folder.relative_to(top).as_posix()
+    return top, ["jupyter", "lab", "--ServerApp.root_dir=.", target]
+
+
+def open_command(report: StartReport) -> str:
+    """:func:`open_argv` as one shell command line (with a ``cd`` when it is needed)."""
+    top, argv = open_argv(report)
     cd = f"cd {_quote(top)} && " if top != Path.cwd().resolve() else ""
-    return f"{cd}jupyter lab --ServerApp.root_dir=. {_quote(target)}"
+    return cd + " ".join(_quote(a) for a in argv)
 
 
 def _quote(path: str | Path) -> str:

@@ -102,7 +102,8 @@ kl_standard_normal_backward = Checker(
         Case(np.array([1.0, 0.5, -2.0]), _MU, _LV),
         Case(np.array([0.25]), np.array([[0.0, 1.0, -1.0, 2.0]]), np.array([[0.0, 0.0, 1.0,
                                                                               -1.0]])),
-    ],    outputs=("dmu", "dlog_var"),
+    ],
+    outputs=("dmu", "dlog_var"),
 )
 
 bernoulli_log_likelihood_backward = Checker(

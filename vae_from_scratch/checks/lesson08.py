@@ -156,4 +156,5 @@ conv2d_backward = Checker(
     reference=_conv2d_backward,
     name="conv2d_backward",
     cases=[_conv_case(*shape, with_dout=True) for shape in _CONV_SHAPES],
+    outputs=("dx", "dW", "db"),
 )
