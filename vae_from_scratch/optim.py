@@ -49,17 +49,20 @@ def _fraction(name, value):
     return _number(name, value, low=0.0, high=1.0, low_open=False)
 
 
+def _same_keys(got, expected, what):
+    """ValueError starting with ``what`` unless ``got`` has exactly the ``expected`` keys."""
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    if missing or extra:
+        raise ValueError(f"{what}: missing {missing}, unexpected {extra}")
+
+
 def check_gradients(params, grads):
     """Raise ValueError unless ``grads`` has exactly the keys of ``params``, each of its
     parameter's shape, and NonFiniteGradientError if one holds NaN or infinity."""
     if not isinstance(grads, Mapping):
         raise ValueError(f"gradients must be a dict name -> array, got {type(grads).__name__}")
-    missing = sorted(set(params) - set(grads))
-    extra = sorted(set(grads) - set(params))
-    if missing or extra:
-        raise ValueError(
-            f"gradients do not match the parameters: missing {missing}, unexpected {extra}"
-        )
+    _same_keys(grads, params, "gradients do not match the parameters")
     for name, p in params.items():
         g = grads[name]
         if np.shape(g) != p.shape:
@@ -80,12 +83,7 @@ def _check_state(state, expected_keys, arrays, what):
     """Validate a state dict: the keys, and each array's shape and dtype."""
     if not isinstance(state, Mapping):
         raise ValueError(f"{what} state must be a dict, got {type(state).__name__}")
-    missing = sorted(set(expected_keys) - set(state))
-    extra = sorted(set(state) - set(expected_keys))
-    if missing or extra:
-        raise ValueError(
-            f"{what} state does not match its parameters: missing {missing}, unexpected {extra}"
-        )
+    _same_keys(state, expected_keys, f"{what} state does not match its parameters")
     for key, current in arrays.items():
         value = np.asarray(state[key])
         if value.shape != current.shape or value.dtype != current.dtype:
