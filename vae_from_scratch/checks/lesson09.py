@@ -1,0 +1,151 @@
+"""Checks for lesson 09, the conditional VAE and the continuous Bernoulli
+(``solutions/09_conditional_vae.ipynb``).
+
+* Exercise 9.1: ``one_hot(y, n_classes)`` - integer labels (N,) as rows of 0s with a 1 at the
+  label, (N, n_classes), as ``vae.one_hot``.
+* Exercise 9.2: ``label_rows_grad(y, delta, n_classes)`` - the gradient of a first layer's
+  label rows, one_hot(y)^T delta, i.e. the per-class sums of the upstream gradient delta
+  (N, H), computed without building the one-hot; as the package's "condition" layer followed
+  by a Linear layer gives it.
+* Exercise 9.3: ``softmax_cross_entropy(logits, y)`` - (loss, dlogits): the mean over the batch
+  of -log softmax(logits)[y] and its gradient (softmax - one_hot) / N; stable for logits in
+  the hundreds.
+* Exercise 9.4 is a written answer.
+* Exercise 9.5: ``cb_log_norm(logits)`` - log C(l) = log(l / tanh(l/2)) of the continuous
+  Bernoulli, log 2 at l = 0, stable near 0 and for |l| in the hundreds
+  (``distributions.cb_log_norm``).
+* Exercise 9.6: ``cb_log_norm_grad(logits)`` - d log C / dl = 1/l - 1/sinh(l), without the
+  cancellation near 0 and without overflow (``distributions.cb_log_norm_grad``).
+* Exercise 9.7 is a written answer.
+
+The strict cases (:meth:`Case.strict`) run the learner's code with NumPy's floating-point
+errors raised: a log C that divides 0 by 0 at l = 0 (even in the unused branch of an
+``np.where``), an ``exp`` or ``sinh`` that overflows at |l| = 750, a softmax that
+exponentiates logits of 1000, fail there even where the final value would come out right.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vae_from_scratch import distributions as dist
+from vae_from_scratch.checks.core import Case, Checker
+from vae_from_scratch.vae import one_hot as _package_one_hot
+
+
+def _one_hot(y, n_classes):
+    """Integer labels y (N,) -> (N, n_classes) float64, row n all 0 but a 1 at column y[n]."""
+    return _package_one_hot(np.asarray(y), n_classes, np.float64)
+
+
+def _label_rows_grad(y, delta, n_classes):
+    """The gradient of a first layer's label rows: one_hot(y)^T @ delta.
+
+    y (N,) integer labels, delta (N, H) the gradient of the loss with respect to the
+    layer's pre-activation. Returns (n_classes, H): row k is the sum of delta over the
+    examples with label k (zeros for a label absent from the batch).
+    """
+    return _one_hot(y, n_classes).T @ np.asarray(delta, dtype=np.float64)
+
+
+def _softmax_cross_entropy(logits, y):
+    """Mean cross-entropy of softmax(logits) against integer labels, and its gradient.
+
+    logits (N, K), y (N,) -> (loss, dlogits): loss = mean_n [logsumexp(logits_n) -
+    logits_n[y_n]] (a float), dlogits = (softmax(logits) - one_hot(y)) / N, (N, K).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    n, k = logits.shape
+    lse = dist.logsumexp(logits, axis=1)
+    loss = float(np.mean(lse - logits[np.arange(n), y]))
+    dlogits = (np.exp(logits - lse[:, None]) - _one_hot(y, k)) / n
+    return loss, dlogits
+
+
+_rng = np.random.default_rng(90)
+
+
+def _r(a, decimals=2):
+    return np.round(a, decimals) + 0.0
+
+
+one_hot = Checker(
+    "9.1",
+    reference=_one_hot,
+    cases=[
+        Case(np.array([2, 0, 1]), 3),
+        # repeated labels, a class that never occurs, and more classes than max(y) + 1
+        Case(np.array([9, 9, 0, 4, 7]), 10),
+        Case(np.array([1, 1, 0, 1]), 5),
+    ],
+)
+
+label_rows_grad = Checker(
+    "9.2",
+    reference=_label_rows_grad,
+    cases=[
+        # one example per class: the rows of delta, reordered by label
+        Case(np.array([1, 0, 2]), _r(_rng.normal(0, 1, (3, 2))), 3),
+        # repeated labels (their rows add up), a label absent from the batch (a row of 0s),
+        # and more classes than max(y) + 1
+        Case(np.array([2, 0, 2, 2, 0, 1]), _r(_rng.normal(0, 1, (6, 4))), 5),
+        Case(np.array([3, 3, 3]), _r(_rng.normal(0, 1, (3, 3))), 4),
+    ],
+)
+
+softmax_cross_entropy = Checker(
+    "9.3",
+    reference=_softmax_cross_entropy,
+    cases=[
+        Case(np.array([[2.0, 1.0, 0.1]]), np.array([0])),
+        Case(_r(_rng.normal(0, 2, (4, 3))), np.array([2, 0, 1, 1])),
+        Case(np.array([[800.0, 0.0, -800.0], [0.0, 1000.0, 2.0]]), np.array([0, 2])).strict(
+            "logits in the hundreds: exp(800) overflows, and a probability of exp(-998) "
+            "underflows to 0 before its log is taken. Subtract each row's largest logit "
+            "before exponentiating, and take -log softmax as logsumexp(logits) - logit[y]"
+        ),
+    ],
+    outputs=("loss", "dlogits"),
+    sizes={"N": "logits.shape[0]"},
+)
+
+cb_log_norm = Checker(
+    "9.5",
+    reference=dist.cb_log_norm,
+    cases=[
+        Case(np.array([-3.0, -1.0, 0.5, 2.0, 10.0])),
+        Case(np.array([[0.9, -0.2, 4.0], [-7.5, 0.05, 1.5]])),
+        # a series used near 0 is exercised where its l^2 term still shows (5e-4, -8e-4)
+        Case(np.array([0.0, 1e-8, -1e-12, 5e-4, -8e-4, 0.3])).strict(
+            "at l = 0 the closed form l / tanh(l/2) is 0/0. Use log 2 + l^2/12 - 7 l^4/1440 "
+            "for small |l|, and keep l = 0 out of the closed form (np.where computes both "
+            "of its branches on every entry: give the closed form a harmless l there)"
+        ),
+        Case(np.array([-750.0, -300.0, 40.0, 300.0, 750.0])).strict(
+            "for |l| in the hundreds exp(l) overflows and sigmoid(l) rounds to 1 (so "
+            "log(pi / (1 - pi)) is infinite): log(|l| / tanh(|l|/2)) needs neither"
+        ),
+    ],
+    rtol=1e-10,
+    atol=1e-12,
+)
+
+cb_log_norm_grad = Checker(
+    "9.6",
+    reference=dist.cb_log_norm_grad,
+    cases=[
+        Case(np.array([-3.0, -1.0, 0.5, 2.0, 10.0])),
+        # 1/l - 1/sinh(l) cancels: at l = 1e-5 it keeps about 5 correct digits, at 1e-9 none
+        Case(np.array([1e-5, -1e-7, 1e-9, 0.02, -0.3])),
+        Case(np.array([0.0, -1e-12, 0.004])).strict(
+            "at l = 0, 1/l - 1/sinh(l) is inf - inf. Use l/6 - 7 l^3/360 for small |l|, and "
+            "keep l = 0 out of the closed form (np.where computes both of its branches)"
+        ),
+        Case(np.array([-800.0, -300.0, 300.0, 800.0])).strict(
+            "sinh(l) overflows beyond |l| = 710: write 1/sinh(l) = 2 e^-|l| / (1 - e^-2|l|) "
+            "with the sign of l"
+        ),
+    ],
+    rtol=1e-8,
+    atol=1e-15,
+)
