@@ -6,8 +6,9 @@ per batch, for each architecture: the measurement behind ``evaluate.IWAE_ROWS``.
 
 ``iwae_nll`` evaluates k noise draws for each example, k rows per example, in batches of
 about ``rows`` rows. Each setting runs in a fresh process (one BLAS thread, the course's
-default; ``--threads N``), so that its peak resident set size (``ru_maxrss``) is its own; the
-process also reports the wall and CPU seconds of the estimate and its value. The model is
+default; ``--threads N``), so that its peak resident set size (VmHWM, read as
+``benchmark.py`` reads it) is its own; the process also reports the wall and CPU seconds of
+the estimate and its value. The model is
 a fresh one (seed 0): memory and time do not depend on the weights, and the value shows
 that the batching does not change the estimate (the noise is drawn in the same order).
 A second, untimed call under ``tracemalloc`` gives the peak of NumPy's own allocations.
@@ -40,9 +41,11 @@ def parse_args(argv=None):
 
 def worker(args):
     """One setting: args.architecture, args.rows[0]. Prints JSON."""
-    import resource
     import time
     import tracemalloc
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from benchmark import max_rss_bytes
 
     from vae_from_scratch import conv
     from vae_from_scratch.data import load_mnist
@@ -54,11 +57,11 @@ def worker(args):
     x_test = load_mnist().x_test
     vae = VAE(**MODELS[args.architecture], seed=0)
     batch = max(1, args.rows[0] // args.k)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_before = max_rss_bytes()
     start, start_cpu = time.perf_counter(), time.process_time()
     value = iwae_nll(vae, x_test, k=args.k, batch_size=batch)
     wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss = max_rss_bytes()
     conv._SCRATCH.arrays.clear()
     tracemalloc.start()
     iwae_nll(vae, x_test[: 2 * batch], k=args.k, batch_size=batch)
