@@ -255,6 +255,7 @@ def numpy_worker(args):
     rss_before = max_rss_bytes()
     result = epochs_timed(lambda: fit(backend, epochs=1, progress=False), args.repeats)
     result["torch_imported"] = "torch" in sys.modules  # must be False: no torch pools here
+    result["blas"] = blas_description()
     if args.timing_only:
         return result
     result["memory"] = numpy_epoch_memory(backend, conv, fit)
@@ -263,6 +264,19 @@ def numpy_worker(args):
     result["profile"] = numpy_profile(backend)
     result["steps_per_epoch"] = backend.steps_per_epoch()
     return result
+
+
+def blas_description():
+    """NumPy's BLAS as threadpoolctl sees it: library, version, kernels, threads. OpenBLAS
+    picks its kernels (``architecture``) from the CPU it detects; ``OPENBLAS_CORETYPE``
+    overrides that choice."""
+    import threadpoolctl
+
+    return "; ".join(
+        f"{i['internal_api']} {i['version']} ({i.get('architecture', '?')} kernels, "
+        f"{i['num_threads']} thread(s))"
+        for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"
+    )
 
 
 def epochs_timed(run_epoch, repeats):
@@ -456,6 +470,7 @@ def bench_numpy_vs_torch(architecture, args, repeats, rounds):
         "numpy_over_torch_cpu_time": numpy_s["cpu_best"] / torch_s["cpu_best"],
         "numpy_glibc_keep_memory_epoch_s": times.get("numpy_glibc"),
         "numpy_torch_imported": any(r["torch_imported"] for r in runs["numpy"]),
+        "numpy_blas": runs["numpy"][-1]["blas"],
         "numpy_memory": memory,
         "numpy_step_parts_us": last_numpy["step_parts_us"],
         "numpy_profile": last_numpy["profile"],
@@ -483,6 +498,7 @@ def print_numpy_vs_torch(result, n_examples):
     ratio, cpu_ratio = result["numpy_over_torch"], result["numpy_over_torch_cpu_time"]
     verdict = "NumPy is slower" if ratio > 1 else "NumPy is no slower"
     print(f"    NumPy time / PyTorch time = {ratio:.2f} wall, {cpu_ratio:.2f} CPU  ({verdict})")
+    print(f"    NumPy's BLAS: {result['numpy_blas']}")
     if glibc is not None:
         print(f"    (*) MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ at 1 GiB: no fresh pages "
               f"each step; ratio {glibc['best'] / torch_s['best']:.2f} wall, "
