@@ -10,12 +10,12 @@ import numpy as np
 
 from vae_from_scratch.distributions import logsumexp
 
-#: Rows (examples x k samples) per batch of :func:`iwae_nll`, by architecture: what one
-#: batch's forward pass holds. The MLP's activations take about 10 KB a row, so 10,000 rows
-#: are about 100 MB; the conv VAE's take about 350 KB a row (the im2col columns of its two
-#: wide layers are 100 KB a row each), so 1,000 rows are about 350 MB, where 10,000 rows took
-#: 3 GB and twice the time (``python benchmarks/iwae_batches.py``). The batching does not
-#: change the estimate: the noise is drawn in the same order whatever the batch size.
+#: Rows (examples x k samples) per batch of :func:`iwae_nll`, by architecture, so that one
+#: batch's forward pass stays within a few hundred MB. The MLP's arrays take about 22 KB a
+#: row (10,000 rows: 220 MiB); the conv VAE's about 350 KB (the im2col columns of its two
+#: wide layers are 100 KB a row each), so 1,000 rows take 350 MiB, where 10,000 took 3 GiB and
+#: twice the time (``python benchmarks/iwae_batches.py``). The batching does not change the
+#: estimate: the noise is drawn in the same order whatever the batch size.
 IWAE_ROWS = {"mlp": 10_000, "conv": 1_000}
 
 
