@@ -27,11 +27,13 @@ Three measurements (seconds per epoch):
     side's epochs, in wall-clock and in CPU seconds of the process. The NumPy process also
     records the memory of one epoch: the peak of what NumPy allocates during it
     (``tracemalloc``, the conv layers' reusable scratch arrays included), the parameters
-    and Adam's state, and the process's peak resident size (``ru_maxrss``); the time of
-    the parts of one training step (the whole ``NumpyBackend.step``, ``VAE.loss_and_grads``,
-    Adam's update, and the checks on the hot path: the gradients' keys, shapes and
-    finiteness, and the model's input checks); and, when NumPy is the slower, the cProfile
-    of one epoch of steps.
+    and Adam's state, and the process's peak resident size (VmHWM); the time of
+    the parts of one training step, in CPU time (the whole ``NumpyBackend.step``,
+    ``VAE.loss_and_grads``, Adam's update, the Bernoulli likelihood's forward and backward,
+    and the checks on the hot path: the gradients' keys, shapes and finiteness, and the
+    model's input checks); and, when NumPy is the slower, the cProfile of one epoch of steps.
+    A third process per round (Linux) runs the NumPy side with glibc keeping the memory it
+    frees (:data:`GLIBC_KEEP_MEMORY`), to show what the kernel's fresh pages cost.
 (b) On ``--device``, a 60,000-example training set (the embedded digits repeated 15 times):
     ``TorchBackend``'s fast path (data on the device, on-device shuffling and noise, a host
     sync every ``RECOMMENDED_GUARD_EVERY`` steps) against the pattern of the common PyTorch
@@ -332,12 +334,15 @@ def _median_us(fn, calls=15):
 def numpy_step_parts(backend, x_train):
     """CPU microseconds (median of 15 calls) of one full batch's training step and its
     parts."""
+    from vae_from_scratch import distributions as dist
     from vae_from_scratch.optim import check_gradients
 
     vae, opt = backend.vae, backend.opt
     x = x_train[:BATCH_SIZE]
     eps = np.random.default_rng(0).standard_normal((len(x), vae.latent_dim), dtype=vae.dtype)
     _, grads = vae.loss_and_grads(x, eps)
+    logits = vae.decode(vae.encode(x)[0])  # the trained decoder's logits for this batch
+    d_ll = np.full(len(x), -1.0 / len(x), dtype=vae.dtype)
     backend.start_epoch()
 
     def input_checks():
@@ -350,6 +355,9 @@ def numpy_step_parts(backend, x_train):
         "VAE.loss_and_grads": _median_us(lambda: vae.loss_and_grads(x, eps)),
         "Adam.step (checks included)": _median_us(lambda: opt.step(grads)),
         "optim.check_gradients": _median_us(lambda: check_gradients(vae.params, grads)),
+        "Bernoulli likelihood, forward + backward": _median_us(
+            lambda: (dist.bernoulli_log_likelihood(x, logits),
+                     dist.bernoulli_log_likelihood_backward(d_ll, x, logits))),
         "VAE input checks (x, eps, y)": _median_us(input_checks),
     }
 
