@@ -188,9 +188,9 @@ def synchronize(device):
         torch.mps.synchronize()
 
 
-def summarize(wall, cpu, system=None):
+def summarize(wall, cpu, system=None, faults=None):
     """Lists of wall and CPU seconds -> {best, median, all, cpu_best, cpu_median, cpu_all}
-    (and sys_median, sys_all for a list of system CPU seconds)."""
+    (and sys_median, sys_all for system CPU seconds, faults_median for page faults)."""
     out = {
         "best": min(wall),
         "median": float(np.median(wall)),
@@ -201,6 +201,8 @@ def summarize(wall, cpu, system=None):
     }
     if system is not None:
         out["sys_median"], out["sys_all"] = float(np.median(system)), list(system)
+    if faults is not None:
+        out["page_faults_median"] = float(np.median(faults))
     return out
 
 
@@ -233,7 +235,13 @@ def row(label, t):
 
 
 HEADER = f"    {'':44} {'wall s':>8} {'CPU s':>8} {'median':>8}"
-HEADER_A = HEADER + f" {'sys s':>8}"
+HEADER_A = HEADER + f" {'sys s':>8} {'faults':>8}"
+
+
+def row_a(label, t):
+    """A row of (a): best wall, best CPU, median wall, median system seconds, median page
+    faults per epoch."""
+    return row(label, t) + f" {t['sys_median']:8.3f} {t['page_faults_median']:8.0f}"
 
 
 def mib(n_bytes):
@@ -281,19 +289,30 @@ def blas_description():
     )
 
 
+def _page_faults():
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def epochs_timed(run_epoch, repeats):
     """One warm-up epoch, then ``repeats`` timed ones -> {"wall": [...], "cpu": [...],
-    "sys": [...]}: wall-clock, CPU (user + system) and system CPU seconds of each. System
-    time is the kernel's work for the process, here mostly handing it fresh zeroed pages."""
+    "sys": [...], "page_faults": [...]}: wall-clock, CPU (user + system) and system CPU
+    seconds of each, and its minor page faults. System time is the kernel's work for the
+    process, here mostly mapping and zeroing the fresh pages that the faults ask for."""
     run_epoch()
-    wall, cpu, system = [], [], []
+    wall, cpu, system, faults = [], [], [], []
     for _ in range(repeats):
         start, start_cpu, start_sys = time.perf_counter(), time.process_time(), os.times()[1]
+        start_faults = _page_faults()
         run_epoch()
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
         system.append(os.times()[1] - start_sys)
-    return {"wall": wall, "cpu": cpu, "sys": system}
+        faults.append(_page_faults() - start_faults)
+    return {"wall": wall, "cpu": cpu, "sys": system, "page_faults": faults}
 
 
 def numpy_epoch_memory(backend, conv, fit):
@@ -459,7 +478,8 @@ def bench_numpy_vs_torch(architecture, args, repeats, rounds):
             runs[side].append(run)
             loads.append(load_average())
     times = {
-        side: summarize(*([t for r in runs[side] for t in r[k]] for k in ("wall", "cpu", "sys")))
+        side: summarize(*([t for r in runs[side] for t in r[k]]
+                          for k in ("wall", "cpu", "sys", "page_faults")))
         for side in sides
     }
     numpy_s, torch_s = times["numpy"], times["torch"]
@@ -498,11 +518,11 @@ def print_numpy_vs_torch(result, n_examples):
           f"{n} epochs per side, {result['processes_per_side']} process(es) each, "
           f"{result['torch_threads']} thread(s)):")
     print(HEADER_A)
-    print(row("NumPy (by hand)", numpy_s) + f" {numpy_s['sys_median']:8.3f}")
-    print(row("PyTorch (plain loop)", torch_s) + f" {torch_s['sys_median']:8.3f}")
+    print(row_a("NumPy (by hand)", numpy_s))
+    print(row_a("PyTorch (plain loop)", torch_s))
     glibc = result["numpy_glibc_keep_memory_epoch_s"]
     if glibc is not None:
-        print(row("NumPy, glibc keeping freed memory (*)", glibc) + f" {glibc['sys_median']:8.3f}")
+        print(row_a("NumPy, glibc keeping freed memory (*)", glibc))
     ratio, cpu_ratio = result["numpy_over_torch"], result["numpy_over_torch_cpu_time"]
     verdict = "NumPy is slower" if ratio > 1 else "NumPy is no slower"
     print(f"    NumPy time / PyTorch time = {ratio:.2f} wall, {cpu_ratio:.2f} CPU  ({verdict})")
@@ -510,8 +530,8 @@ def print_numpy_vs_torch(result, n_examples):
     if glibc is not None:
         print(f"    (*) MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ at 1 GiB: no fresh pages "
               f"each step; ratio {glibc['best'] / torch_s['best']:.2f} wall, "
-              f"{glibc['cpu_best'] / torch_s['cpu_best']:.2f} CPU. Not a default; sys s is the "
-              "median system time")
+              f"{glibc['cpu_best'] / torch_s['cpu_best']:.2f} CPU. Not a default. sys s, faults: "
+              "medians of the system time and the minor page faults per epoch")
     mem = result["numpy_memory"]
     print(f"    NumPy memory: epoch peak {mib(mem['epoch_peak_traced_bytes']):.1f} MiB allocated "
           f"(tracemalloc), parameters {mib(mem['params_bytes']):.1f} MiB + Adam "
