@@ -92,6 +92,18 @@ def test_iwae_defaults_k_100_seed_0_and_10000_rows_per_batch(monkeypatch):
     assert rows == [230 * 7]
 
 
+def test_iwae_batches_of_a_conv_model_hold_1000_rows(monkeypatch):
+    # The conv VAE holds ~35 times the MLP's memory per row (its im2col columns), so its
+    # IWAE batches are 10 times smaller (evaluate.IWAE_ROWS); the estimate does not change.
+    vae = VAE(64, latent_dim=2, architecture="conv", image_shape=(1, 8, 8), channels=(2, 3),
+              seed=0, dtype=np.float64)
+    x = np.random.default_rng(1).random((25, 64))
+    whole = iwae_nll(vae, x, batch_size=len(x))
+    rows = _recorded_batches(monkeypatch, vae)
+    assert iwae_nll(vae, x) == pytest.approx(whole, rel=1e-13)
+    assert rows == [1_000, 1_000, 500]  # k=100 samples of 10, 10 and 5 examples
+
+
 def test_the_training_command_defaults_are_the_readmes_run():
     args = build_parser().parse_args(["train"])
     assert args.latent_dim == 20 and args.architecture == "mlp"

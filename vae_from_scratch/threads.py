@@ -27,9 +27,10 @@ __all__ = ["DEFAULT_THREADS", "ENV_VAR", "limit_threads", "threads_from_env"]
 #: The environment variable that overrides the default.
 ENV_VAR = "VAE_COURSE_THREADS"
 #: Threads when nothing says otherwise: one, which never lost badly. On a 2-core machine one
-#: thread was about 1.2x slower per NumPy epoch than two while the machine was quiet
-#: (benchmarks/README.md, part (a)); while it was busy, two threads made the CLI 3-10x and
-#: lesson 05 10-11x slower than one (benchmarks/threads.py, preliminary).
+#: thread was 1.4-1.5x slower per NumPy epoch of the MLP than two, and as fast for the conv
+#: VAE, while the machine was quiet (benchmarks/README.md, part (a)); while it was busy, two
+#: threads made the CLI 3-10x and lesson 05 10-11x slower than one (benchmarks/threads.py,
+#: preliminary).
 DEFAULT_THREADS = 1
 
 # Read by OpenMP (and so by torch) when a library starts; set for a torch imported later.
