@@ -57,9 +57,12 @@ class Target:
 
 
 _VAE_LOSS_CODE = (
-    "_encode", "_decode", "_obs_log_var", "_log_prior", "_forward", "elbo_terms", "loss",
-    "_terms", "loss_and_grads",
+    "_encode", "_decode", "_obs_log_var", "_log_likelihood", "_log_likelihood_backward",
+    "_log_prior", "_forward", "elbo_terms", "loss", "_kl_per_dim_mean", "_terms",
+    "loss_and_grads", "_mean_from_out", "_check_y", "one_hot", "init_params", "param_shapes",
+    "_heads", "_extra_shapes",
 )
+_MODEL_TESTS = ("tests/test_conditional.py", "tests/test_free_bits.py", "tests/test_conv_vae.py")
 _PARITY = "tests/test_torch_parity.py"
 
 #: The modules to mutate, each with the tests that exercise it. Entries whose files do not
@@ -87,14 +90,15 @@ TARGETS: tuple[Target, ...] = (
         "tests/test_checks_lesson04.py",
     )),
     Target("vae_from_scratch/vae.py", (
-        "tests/test_vae.py", "tests/test_vae_gradients.py", "tests/test_evaluate.py", _PARITY,
+        "tests/test_vae.py", "tests/test_vae_gradients.py", "tests/test_evaluate.py",
+        *_MODEL_TESTS, _PARITY,
     ), functions=_VAE_LOSS_CODE),
     Target("vae_from_scratch/conv.py", (
-        "tests/test_conv.py", "tests/test_vae_gradients.py", "tests/test_vae.py", _PARITY,
+        "tests/test_conv.py", "tests/test_conv_vae.py", "tests/test_vae.py", _PARITY,
     )),
     Target("vae_from_scratch/networks.py", (
-        "tests/test_networks.py", "tests/test_vae.py", "tests/test_vae_gradients.py",
-        "tests/test_conv.py", _PARITY,
+        "tests/test_networks.py", "tests/test_conv_vae.py", "tests/test_conditional.py",
+        "tests/test_vae.py", "tests/test_vae_gradients.py", "tests/test_conv.py", _PARITY,
     )),
 )
 

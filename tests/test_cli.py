@@ -418,3 +418,9 @@ def test_flags_of_the_other_architecture_are_refused(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "channels belongs to architecture='conv'" in err and "Traceback" not in err
+
+
+def test_metrics_record_the_thread_count(tmp_path):
+    out = tmp_path / "t"
+    assert main(["--threads", "1", *QUICK, "--out", str(out), "--limit", "100"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["threads"] == 1

@@ -570,6 +570,7 @@ def _train_in(run, args, ds, test, backend, loop, fingerprint, elapsed):
             "seconds_per_epoch": float(np.mean(history.seconds)) if done else None,
             "seconds_total": seconds(),
             "kl_estimator": backend.config.kl_mode,
+            "threads": getattr(args, "threads", None),  # the last digits depend on it
             "model": backend.config.to_dict(),
             "training": {**_run_flags(args), "out": str(out)},
             "history": history.as_dict(),
