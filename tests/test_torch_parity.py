@@ -403,3 +403,19 @@ def test_run_compare_reports_agreement():
     assert result["trajectory"]["final_max_param_rel"] < 1e-8
     assert set(result["epoch_seconds"]) == {"numpy", "torch_cpu"}
     assert all(s > 0 for s in result["epoch_seconds"].values())
+
+
+@pytest.mark.slow  # times a training epoch of each backend on the embedded data
+@pytest.mark.lesson08
+@pytest.mark.lesson09
+def test_compare_takes_the_conv_conditional_and_continuous_bernoulli_models(capsys):
+    from vae_from_scratch.cli import main
+
+    code = main(["compare", "--device", "cpu", "--steps", "3", "--architecture", "conv",
+                 "--channels", "4,8", "--likelihood", "continuous_bernoulli", "--conditional"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "conv (1, 28, 28) channels (4, 8)" in out and "continuous_bernoulli" in out
+    assert "n_classes=10" in out and "(4, 11, 4, 4)" in out  # the label's planes
+    largest = next(line for line in out.splitlines() if "largest (gradients)" in line)
+    assert float(largest.split()[-2]) < 1e-10

@@ -167,6 +167,8 @@ TRAINING_FLAGS = {
                    help="samples for the final importance-weighted -log p(x); 0 skips it"),
 }
 RUN_FLAGS = {**MODEL_FLAGS, **TRAINING_FLAGS}
+#: The model flags vae-course compare takes.
+COMPARE_MODEL_FLAGS = ("architecture", "hidden_dims", "channels", "likelihood", "conditional")
 #: Flags a resumed run may change: a new total of epochs.
 RESUME_MAY_CHANGE = ("epochs",)
 
@@ -245,6 +247,8 @@ def build_parser():
                    help="Adam steps of the trajectory comparison (default: 200)")
     c.add_argument("--device", default=None,
                    help="torch device: cpu, cuda, cuda:N or mps (default: the fastest present)")
+    _add_flags(c.add_argument_group("model (the course's 784 -> ... -> 20 VAE by default)"),
+               {k: MODEL_FLAGS[k] for k in COMPARE_MODEL_FLAGS})
 
     d = sub.add_parser("download", help="download a dataset")
     d.add_argument("dataset", choices=("mnist",))
@@ -681,7 +685,9 @@ def cmd_compare(args):
     except ImportError as err:
         raise ValueError(f"compare needs PyTorch ({err}); pip install -e '.[torch]'") from None
     device = resolve_device(args.device)  # before any work: one line naming those present
-    run_compare(seed=args.seed, steps=args.steps, device=device)
+    options = {k: getattr(args, k) for k in COMPARE_MODEL_FLAGS if k != "conditional"}
+    run_compare(seed=args.seed, steps=args.steps, device=device, conditional=args.conditional,
+                **options)
     return 0
 
 

@@ -32,17 +32,23 @@ from vae_from_scratch.torch_vae import (
 from vae_from_scratch.train import NumpyBackend, fit
 from vae_from_scratch.vae import VAE
 
-MODEL = dict(input_dim=784, hidden_dims=(400,), latent_dim=20)  # the course's model
+MODEL = dict(input_dim=784, latent_dim=20)  # the course's model; options choose the rest
 BATCH_SIZE = 128
 LR = 1e-3
 PRINT_EVERY = 25
 
 
-def _parity(vae, x, eps, device):
+def _labels(y):
+    """Labels as a torch tensor for the torch model, or None (unconditional)."""
+    return None if y is None else torch.from_numpy(y)
+
+
+def _parity(vae, x, eps, device, y=None):
     """Relative differences of loss terms and gradients for one batch."""
-    terms_np, grads_np = vae.loss_and_grads(x, eps)
+    terms_np, grads_np = vae.loss_and_grads(x, eps, y)
     tvae = TorchVAE.from_numpy(vae, device=device)
-    terms = tvae.loss(torch.from_numpy(x).to(device), torch.from_numpy(eps).to(device))
+    terms = tvae.loss(torch.from_numpy(x).to(device), torch.from_numpy(eps).to(device),
+                      _labels(y))
     terms.loss.backward()
     out = {
         field: rel_error(getattr(terms_np, field), float(getattr(terms, field).detach()))
@@ -56,9 +62,9 @@ def _parity(vae, x, eps, device):
     return out
 
 
-def _trajectory(seed, steps, x_train, device, print_fn):
+def _trajectory(model, seed, steps, x_train, y_train, device, print_fn):
     """Adam on both models in float64 over the same batches and noise."""
-    vae = VAE(**MODEL, seed=seed, dtype=np.float64)
+    vae = VAE(**model, seed=seed, dtype=np.float64)
     tvae = TorchVAE.from_numpy(vae, device=device)
     opt_np = Adam(vae.params, lr=LR)
     opt_t = torch.optim.Adam(tvae.parameters(), lr=LR)
@@ -70,13 +76,15 @@ def _trajectory(seed, steps, x_train, device, print_fn):
     for step in range(1, steps + 1):
         if pos + BATCH_SIZE > len(order):
             order, pos = rng.permutation(len(x_all)), 0
-        x = x_all[order[pos : pos + BATCH_SIZE]]
+        batch = order[pos : pos + BATCH_SIZE]
+        x, y = x_all[batch], None if y_train is None else y_train[batch]
         pos += BATCH_SIZE
         eps = rng.standard_normal((len(x), vae.latent_dim))
-        terms_np, grads = vae.loss_and_grads(x, eps)
+        terms_np, grads = vae.loss_and_grads(x, eps, y)
         opt_np.step(grads)
         opt_t.zero_grad(set_to_none=True)
-        terms_t = tvae.loss(torch.from_numpy(x).to(device), torch.from_numpy(eps).to(device))
+        terms_t = tvae.loss(torch.from_numpy(x).to(device), torch.from_numpy(eps).to(device),
+                            _labels(y))
         terms_t.loss.backward()
         opt_t.step()
         if step % PRINT_EVERY == 0 or step == steps or step == 1:
@@ -102,11 +110,14 @@ def _epoch_seconds(make_backend):
     return history.seconds[-1]
 
 
-def run_compare(seed=0, steps=200, device=None, print_fn=print):
+def run_compare(seed=0, steps=200, device=None, print_fn=print, conditional=False, **options):
     """Compare the NumPy and PyTorch VAEs; print three tables and return the figures.
 
     ``device``: where the torch model runs (default: CUDA, else MPS, else the CPU). The
     float64 parts run on the CPU when the device is MPS, which has no float64.
+    ``options``: VAE configuration beside the course's 784 -> ... -> 20 model (e.g.
+    ``architecture="conv"``, ``channels=(32, 64)``, ``likelihood="continuous_bernoulli"``);
+    ``conditional=True`` gives both models the digits' labels.
     Returns a dict with ``parity`` (per dtype: relative differences of loss, recon, kl
     and of each gradient, and their maximum), ``trajectory`` (steps, both losses, the
     final relative difference of each parameter and their maximum) and ``epoch_seconds``
@@ -117,11 +128,13 @@ def run_compare(seed=0, steps=200, device=None, print_fn=print):
     device = resolve_device(device)  # a device this machine lacks: ValueError naming those it has
     device64 = torch.device("cpu") if device.type == "mps" else device
     data = load_mnist()
+    model = {**MODEL, **options, "n_classes": 10 if conditional else None}
+    y_train = data.y_train if conditional else None
     rng = np.random.default_rng(seed)
-    x = data.x_train[rng.permutation(len(data.x_train))[:BATCH_SIZE]].astype(np.float64)
+    pick = rng.permutation(len(data.x_train))[:BATCH_SIZE]
+    x, y = data.x_train[pick].astype(np.float64), None if y_train is None else y_train[pick]
     eps = rng.standard_normal((BATCH_SIZE, MODEL["latent_dim"]))
-    dims = " -> ".join(str(d) for d in (784, *MODEL["hidden_dims"], MODEL["latent_dim"]))
-    print_fn(f"NumPy VAE vs PyTorch VAE: {dims}, relu, Bernoulli decoder, seed {seed}")
+    print_fn(f"NumPy VAE vs PyTorch VAE: {VAE(**model, seed=seed)!r}, seed {seed}")
     print_fn(f"torch {torch.__version__} on {device}\n")
 
     print_fn(
@@ -130,10 +143,10 @@ def run_compare(seed=0, steps=200, device=None, print_fn=print):
     )
     parity = {}
     for dtype, dev in ((np.float64, device64), (np.float32, device)):
-        vae = VAE(**MODEL, seed=seed, dtype=dtype)
-        parity[np.dtype(dtype).name] = _parity(vae, x.astype(dtype), eps.astype(dtype), dev)
+        vae = VAE(**model, seed=seed, dtype=dtype)
+        parity[np.dtype(dtype).name] = _parity(vae, x.astype(dtype), eps.astype(dtype), dev, y)
     p64, p32 = parity["float64"], parity["float32"]
-    shapes = VAE(**MODEL, seed=seed).param_shapes()
+    shapes = VAE(**model, seed=seed).param_shapes()
     print_fn(f"   {'':26} {'shape':>12} {'float64':>10} {'float32':>10}")
     for field in ("loss", "recon", "kl"):
         print_fn(f"   {field:26} {'':>12} {p64[field]:10.1e} {p32[field]:10.1e}")
@@ -150,7 +163,7 @@ def run_compare(seed=0, steps=200, device=None, print_fn=print):
         f"2. {steps} Adam steps (lr {LR:g}, batch {BATCH_SIZE}, float64) from the same start, "
         "on the same batches with the same noise:"
     )
-    trajectory = _trajectory(seed, steps, data.x_train, device64, print_fn)
+    trajectory = _trajectory(model, seed, steps, data.x_train, y_train, device64, print_fn)
     print_fn(
         f"   parameters after {steps} steps: largest relative difference "
         f"{trajectory['final_max_param_rel']:.1e}\n"
@@ -164,12 +177,13 @@ def run_compare(seed=0, steps=200, device=None, print_fn=print):
 
     def numpy_backend():
         return NumpyBackend(
-            VAE(**MODEL, seed=seed), x_train, lr=LR, batch_size=BATCH_SIZE, seed=seed
+            VAE(**model, seed=seed), x_train, y_train, lr=LR, batch_size=BATCH_SIZE, seed=seed
         )
 
     def torch_backend(dev):
         return lambda: TorchBackend(
-            VAE(**MODEL, seed=seed), x_train, lr=LR, batch_size=BATCH_SIZE, seed=seed, device=dev
+            VAE(**model, seed=seed), x_train, y_train, lr=LR, batch_size=BATCH_SIZE, seed=seed,
+            device=dev,
         )
 
     seconds = {"numpy": _epoch_seconds(numpy_backend)}
@@ -182,6 +196,7 @@ def run_compare(seed=0, steps=200, device=None, print_fn=print):
         print_fn(f"   {label:14} {value:7.3f} s   ({ratio:.2f}x NumPy's speed)")
     return {
         "seed": seed,
+        "model": VAE(**model).config.to_dict(),
         "steps": steps,
         "device": str(device),
         "torch_version": torch.__version__,
