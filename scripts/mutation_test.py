@@ -70,31 +70,32 @@ _PARITY = "tests/test_torch_parity.py"
 TARGETS: tuple[Target, ...] = (
     Target("vae_from_scratch/distributions.py", (
         "tests/test_distributions.py", "tests/test_continuous_bernoulli.py",
-        "tests/test_vae_gradients.py", "tests/test_vae.py", "tests/test_evaluate.py",
-        "tests/test_diagnostics.py", _PARITY,
+        "tests/test_free_bits.py", "tests/test_vae_gradients.py", "tests/test_vae.py",
+        "tests/test_evaluate.py", "tests/test_diagnostics.py", _PARITY,
     )),
     Target("vae_from_scratch/layers.py", (
-        "tests/test_layers.py", "tests/test_conv.py", "tests/test_vae_gradients.py",
-        "tests/test_vae.py", "tests/test_autoencoder.py", _PARITY,
+        "tests/test_layers.py", "tests/test_conv.py", "tests/test_networks.py",
+        "tests/test_vae_gradients.py", "tests/test_vae.py", "tests/test_autoencoder.py", _PARITY,
     )),
     Target("vae_from_scratch/optim.py", (
         "tests/test_optim.py", "tests/test_defaults.py", "tests/test_train.py",
         "tests/test_checks_lesson05.py", _PARITY,
     )),
     Target("vae_from_scratch/evaluate.py", (
-        "tests/test_evaluate.py", "tests/test_defaults.py", "tests/test_train.py",
-        "tests/test_checks_lesson05.py", _PARITY,
+        "tests/test_evaluate.py", "tests/test_conditional.py", "tests/test_defaults.py",
+        "tests/test_train.py", "tests/test_checks_lesson05.py", _PARITY,
     )),
     Target("vae_from_scratch/gradcheck.py", (
         "tests/test_gradcheck.py", "tests/test_vae_gradients.py",
-        "tests/test_checks_lesson04.py",
+        "tests/test_checks_lesson04.py", *_MODEL_TESTS,
     )),
     Target("vae_from_scratch/vae.py", (
         "tests/test_vae.py", "tests/test_vae_gradients.py", "tests/test_evaluate.py",
         *_MODEL_TESTS, _PARITY,
     ), functions=_VAE_LOSS_CODE),
     Target("vae_from_scratch/conv.py", (
-        "tests/test_conv.py", "tests/test_conv_vae.py", "tests/test_vae.py", _PARITY,
+        "tests/test_conv.py", "tests/test_networks.py", "tests/test_conv_vae.py",
+        "tests/test_vae.py", _PARITY,
     )),
     Target("vae_from_scratch/networks.py", (
         "tests/test_networks.py", "tests/test_conv_vae.py", "tests/test_conditional.py",
