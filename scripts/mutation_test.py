@@ -62,6 +62,8 @@ _VAE_LOSS_CODE = (
     "loss_and_grads", "_mean_from_out", "_check_y", "one_hot", "init_params", "param_shapes",
     "_heads", "_extra_shapes",
 )
+#: The model's own test files for conditioning, free bits and the conv architecture: they
+#: run whole VAEs, so they exercise every module of the core.
 _MODEL_TESTS = ("tests/test_conditional.py", "tests/test_free_bits.py", "tests/test_conv_vae.py")
 _PARITY = "tests/test_torch_parity.py"
 
@@ -72,12 +74,13 @@ _PARITY = "tests/test_torch_parity.py"
 TARGETS: tuple[Target, ...] = (
     Target("vae_from_scratch/distributions.py", (
         "tests/test_distributions.py", "tests/test_continuous_bernoulli.py",
-        "tests/test_free_bits.py", "tests/test_vae_gradients.py", "tests/test_vae.py",
-        "tests/test_evaluate.py", "tests/test_diagnostics.py", _PARITY,
+        "tests/test_vae_gradients.py", "tests/test_vae.py", "tests/test_evaluate.py",
+        "tests/test_diagnostics.py", *_MODEL_TESTS, _PARITY,
     )),
     Target("vae_from_scratch/layers.py", (
         "tests/test_layers.py", "tests/test_conv.py", "tests/test_networks.py",
-        "tests/test_vae_gradients.py", "tests/test_vae.py", "tests/test_autoencoder.py", _PARITY,
+        "tests/test_vae_gradients.py", "tests/test_vae.py", "tests/test_autoencoder.py",
+        *_MODEL_TESTS, _PARITY,
     )),
     Target("vae_from_scratch/optim.py", (
         "tests/test_optim.py", "tests/test_defaults.py", "tests/test_train.py",
@@ -89,7 +92,8 @@ TARGETS: tuple[Target, ...] = (
     )),
     Target("vae_from_scratch/gradcheck.py", (
         "tests/test_gradcheck.py", "tests/test_vae_gradients.py",
-        "tests/test_checks_lesson04.py", *_MODEL_TESTS,
+        "tests/test_checks_lesson04.py", *_MODEL_TESTS, "tests/test_continuous_bernoulli.py",
+        "tests/test_conv.py", "tests/test_networks.py",
     )),
     Target("vae_from_scratch/vae.py", (
         "tests/test_vae.py", "tests/test_vae_gradients.py", "tests/test_evaluate.py",
@@ -101,7 +105,8 @@ TARGETS: tuple[Target, ...] = (
     )),
     Target("vae_from_scratch/networks.py", (
         "tests/test_networks.py", "tests/test_conv_vae.py", "tests/test_conditional.py",
-        "tests/test_vae.py", "tests/test_vae_gradients.py", "tests/test_conv.py", _PARITY,
+        "tests/test_vae.py", "tests/test_vae_gradients.py", "tests/test_conv.py",
+        "tests/test_free_bits.py", _PARITY,
     )),
 )
 
