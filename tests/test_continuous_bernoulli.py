@@ -199,6 +199,33 @@ def test_taylor_series_coefficients_are_those_of_the_functions():
         assert abs(series[-1]) >= 2.0**-60 and 8 <= len(series) <= 25
 
 
+@pytest.mark.parametrize("below", sorted({T, 1.85, *np.arange(0.25, 1.8, 1 / 16).tolist()}))
+def test_each_series_is_its_formula_cut_at_the_first_term_below_2_to_the_minus_60(below):
+    """Every kept coefficient is its formula in the Bernoulli numbers (mpmath's, to 1e-15),
+    and each series is cut where its terms at |l| = threshold fall below 2^-60, wherever the
+    threshold is set (0.25 to 1.85, the most that n_max allows): the last kept term is not
+    below, the first dropped one is. So the Taylor branch is accurate to float64 up to its
+    threshold, with no term to spare."""
+    mpmath = pytest.importorskip("mpmath")
+    series = dist._cb_series(below)
+    if below == T:
+        assert series == (dist._CB_LOG_NORM_SERIES, dist._CB_LOG_NORM_GRAD_SERIES,
+                          dist._CB_MEAN_SERIES)
+    with mpmath.workdps(40):
+        B, fac = mpmath.bernoulli, mpmath.factorial
+        formulas = (  # coefficient n (n >= 1) and the power of l that it multiplies
+            (lambda n: (4**n - 2) * B(2 * n) / (2 * n * fac(2 * n)), lambda n: 2 * n),
+            (lambda n: (4**n - 2) * B(2 * n) / fac(2 * n), lambda n: 2 * n - 1),
+            (lambda n: B(2 * n) / fac(2 * n), lambda n: 2 * n - 1),
+        )
+        for coefs, (coef, power) in zip(series, formulas, strict=True):
+            exact = [coef(n) for n in range(1, len(coefs) + 2)]
+            np.testing.assert_allclose(coefs, [float(c) for c in exact[:-1]], rtol=1e-15)
+            last, first_dropped = (abs(exact[n - 1]) * mpmath.mpf(below) ** power(n)
+                                   for n in (len(coefs), len(coefs) + 1))
+            assert last >= 2.0**-60 > first_dropped, (below, len(coefs))
+
+
 # --- the density is normalized (quadrature) -------------------------------------------------
 
 
@@ -324,8 +351,10 @@ def test_float32_is_finite_and_close_to_float64():
 
 
 def test_float64_extremes_raise_no_floating_point_flag():
-    l = np.array([0.0, 1e-306, 1e-300, 1e-160, 1e-8, 0.5, 1.0, 30.0, 354.0, 709.0, 710.0,
-                  1e4, 1e300])
+    # 354.2 = -log(tiny) / 2: beyond it e^-|l| is set to 0, so that its square (up to
+    # 708.4, where e^-|l| itself reaches tiny) cannot underflow
+    l = np.array([0.0, 1e-306, 1e-300, 1e-160, 1e-8, 0.5, 1.0, 30.0, 354.0, 354.5, 500.0,
+                  708.0, 709.0, 710.0, 1e4, 1e300])
     l = np.r_[l, -l]
     with np.errstate(all="raise"):
         outs = [f(l) for f in ELEMENTWISE]

@@ -24,8 +24,8 @@ TOL = 1e-6  # central differences against the hand-derived backward, float64
 TORCH_TOL = 1e-10  # against torch.nn.functional and its autograd, float64
 
 # (N, C_in, C_out, H, W, (kH, kW), stride, padding): odd and even sizes, stride 1 and 2,
-# padding 0 and 1, 1-4 channels, square and non-square kernels, (h, w) pairs, a stride that
-# leaves the last row unused, and the conv VAE's own 4x4/stride 2/padding 1.
+# padding 0, 1 and 2, 1-4 channels, square and non-square kernels, (h, w) pairs, a stride
+# that leaves the last row unused, and the conv VAE's own 4x4/stride 2/padding 1.
 CONV_CASES = [
     (2, 1, 2, 5, 5, (3, 3), 1, 0),
     (2, 2, 3, 6, 6, (4, 4), 2, 1),
@@ -34,6 +34,7 @@ CONV_CASES = [
     (3, 2, 1, 8, 7, (2, 3), (2, 1), (1, 0)),
     (2, 3, 4, 5, 4, (1, 1), 1, 1),
     (2, 4, 2, 6, 5, (3, 3), 2, 0),
+    (2, 2, 3, 5, 6, (3, 3), 1, 2),
 ]
 # (N, C_in, C_out, H, W, (kH, kW), stride, padding, output_padding) for ConvTranspose2d.
 CONVT_CASES = [
@@ -44,6 +45,7 @@ CONVT_CASES = [
     (2, 2, 1, 3, 3, (2, 3), (2, 1), (1, 0), (1, 0)),
     (2, 2, 2, 5, 4, (3, 3), 1, 1, 0),
     (2, 4, 2, 2, 2, (2, 2), 3, 0, 2),
+    (2, 2, 3, 4, 3, (5, 5), 2, 2, 1),
 ]
 
 
@@ -96,6 +98,39 @@ def test_transposed_size_inverts_the_conv_size():
                 assert (size - 1) * s - 2 * p + k + op < 1
                 continue
             assert conv2d_output_size(out, k, s, p) == size
+
+
+BAD_SIZES = [
+    ("size 0", lambda: conv2d_output_size(0, 3, 1, 1), r"input size must be positive, got 0"),
+    ("kernel 0", lambda: conv2d_output_size(5, 0, 1, 0), r"kernel size must be positive, got 0"),
+    ("stride 0", lambda: conv2d_output_size(5, 3, 0, 0), r"stride must be positive, got 0"),
+    ("padding -1", lambda: conv2d_output_size(5, 3, 1, -1),
+     r"padding must be non-negative, got -1"),
+    ("size float", lambda: conv2d_output_size(5.0, 3, 1, 0), r"size must be an int, got 5.0"),
+    ("kernel bool", lambda: conv2d_output_size(5, True, 1, 0), r"kernel must be an int, got True"),
+    ("stride float", lambda: conv2d_output_size(5, 3, 2.0, 0), r"stride must be an int, got 2.0"),
+    ("T size 0", lambda: conv_transpose2d_output_size(0, 3, 1, 0),
+     r"input size must be positive, got 0"),
+    ("T stride 0", lambda: conv_transpose2d_output_size(3, 3, 0, 0),
+     r"stride must be positive, got 0"),
+    ("T output_padding float", lambda: conv_transpose2d_output_size(3, 4, 2, 1, 1.0),
+     r"output_padding must be an int, got 1.0"),
+    ("T output_padding bool", lambda: conv_transpose2d_output_size(3, 4, 2, 1, True),
+     r"output_padding must be an int, got True"),
+]
+
+
+@pytest.mark.parametrize("what, call, message", BAD_SIZES, ids=[b[0] for b in BAD_SIZES])
+def test_output_sizes_refuse_what_is_not_a_size(what, call, message):
+    """The size functions are public: each checks its own arguments (the documented
+    ValueErrors), rather than computing a number from a float, a bool or a zero."""
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_output_sizes_take_numpy_integers():
+    assert conv2d_output_size(np.int64(28), np.int32(4), np.int64(2), np.int8(1)) == 14
+    assert conv_transpose2d_output_size(np.int64(3), 4, 2, 1, np.int64(1)) == 7
 
 
 # -- im2col and col2im ------------------------------------------------------------------------
@@ -253,6 +288,35 @@ def test_conv_dx_is_a_transposed_conv_and_back(case):
 
 
 # -- dtype, need_dx, memory layout, determinism -----------------------------------------------
+
+
+def test_default_stride_and_padding_are_pytorchs():
+    """stride 1, padding 0 and output_padding 0 when not given, as in torch.nn's layers."""
+    x, W, b, _, _ = _conv_setup((2, 2, 3, 6, 5, (3, 2), 1, 0))
+    out, _ = Conv2d.forward(x, W, b)
+    assert out.shape == (2, 3, 4, 4)
+    np.testing.assert_array_equal(out, Conv2d.forward(x, W, b, 1, 0)[0])
+    x, W, b, *_ = _convt_setup((2, 2, 3, 4, 3, (3, 2), 1, 0, 0))
+    out, _ = ConvTranspose2d.forward(x, W, b)
+    assert out.shape == (2, 3, 6, 4)
+    np.testing.assert_array_equal(out, ConvTranspose2d.forward(x, W, b, 1, 0, 0)[0])
+
+
+@pytest.mark.parametrize("layer", ["conv", "convT"])
+def test_nested_lists_work_like_arrays(layer):
+    """x, W, b and dout may be any array-like, as for NumPy's own functions."""
+    if layer == "conv":
+        args, op = _conv_setup(CONV_CASES[1]), Conv2d
+    else:
+        args, op = _convt_setup(CONVT_CASES[1]), ConvTranspose2d
+    fwd, bwd = op.forward, op.backward
+    out, cache = fwd(*args)
+    out_l, cache_l = fwd(*(a.tolist() for a in args[:3]), *args[3:])
+    np.testing.assert_array_equal(out_l, out)
+    g = np.random.default_rng(10).standard_normal(out.shape)
+    for got, want in zip(bwd(g.tolist(), cache_l), bwd(g, cache), strict=True):
+        np.testing.assert_array_equal(got, want)
+
 
 
 @pytest.mark.parametrize("layer", ["conv", "convT"])
@@ -432,6 +496,20 @@ BAD_INPUTS = [
     ("output_padding pair", lambda: ConvTranspose2d.forward(
         _x(1, 1, 5, 5), _x(1, 2, 3, 3), _x(2), stride=(2, 1), output_padding=(1, 1)),
      r"output_padding must satisfy 0 <= output_padding < stride \(1\), got 1"),
+    ("stride float", lambda: Conv2d.forward(_x(1, 1, 5, 5), _x(2, 1, 3, 3), _x(2), stride=1.5),
+     r"stride must be an int, got 1.5"),
+    ("padding bool", lambda: ConvTranspose2d.forward(_x(1, 1, 5, 5), _x(1, 2, 3, 3), _x(2),
+                                                     padding=(0, True)),
+     r"padding must be an int, got True"),
+    ("no channels", lambda: Conv2d.forward(_x(1, 0, 5, 5), _x(2, 1, 3, 3), _x(2)),
+     r"x \(1, 0, 5, 5\) and W \(2, 1, 3, 3\) must have no empty channel/pixel axes"),
+    ("no out channels", lambda: Conv2d.forward(_x(1, 1, 5, 5), _x(0, 1, 3, 3), _x(0)),
+     r"must have no empty channel/pixel axes"),
+    ("im2col 3-D", lambda: im2col(_x(1, 5, 5), 3, 3, 1, 0),
+     r"x must be 4-D \(N, C, H, W\), got shape \(1, 5, 5\)"),
+    ("dout T", lambda: ConvTranspose2d.backward(
+        _x(1, 2, 6, 6), ConvTranspose2d.forward(_x(1, 1, 5, 5), _x(1, 2, 3, 3), _x(2))[1]),
+     r"dout must have the forward output's shape \(1, 2, 7, 7\), got \(1, 2, 6, 6\)"),
 ]
 
 
@@ -481,3 +559,19 @@ def test_scratch_stays_within_its_budget(monkeypatch):
     assert scratch.get("cols", (29, 50), np.float64) is not a
     big = scratch.get("cols", (100, 100), np.float64)  # 80 kB: handed out, not kept
     assert big.shape == (100, 100) and all(v is not big for v in scratch.arrays.values())
+
+
+def test_scratch_holds_at_most_256_mib_per_thread():
+    """The memory the scratch arrays may keep: 256 MiB in all, an array of exactly that size
+    included (it is reused), never more. (np.empty: no page of these arrays is touched.)"""
+    from vae_from_scratch import conv
+
+    cap = 256 * 2**20
+    scratch = conv._Scratch()
+    a = scratch.get("cols", (cap,), np.uint8)
+    assert scratch.get("cols", (cap,), np.uint8) is a  # kept and handed out again
+    b = scratch.get("pad", (1,), np.uint8)  # one byte over the cap: the older one goes
+    assert sum(v.nbytes for v in scratch.arrays.values()) <= cap
+    assert len(scratch.arrays) == 1 and next(iter(scratch.arrays.values())) is b
+    assert scratch.get("cols", (cap + 1,), np.uint8) is not scratch.get("cols", (cap + 1,),
+                                                                          np.uint8)

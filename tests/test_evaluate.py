@@ -124,6 +124,18 @@ def test_iwae_rejects_k_below_one():
         iwae_nll(vae, _data(3), k=0)
 
 
+@pytest.mark.parametrize("k", [2.5, True, "10", np.float64(3.0)])
+def test_iwae_k_must_be_an_integer(k):
+    vae = VAE(D, (5,), L, seed=0)
+    with pytest.raises(ValueError, match=r"k must be an integer \(samples per example\)"):
+        iwae_nll(vae, _data(3), k=k)
+
+
+def test_iwae_takes_a_numpy_integer_k():
+    vae, x = VAE(D, (5,), L, seed=0), _data(5)
+    assert iwae_nll(vae, x, k=np.int64(3), seed=1) == iwae_nll(vae, x, k=3, seed=1)
+
+
 def test_active_units_is_zero_when_the_mean_head_is_constant():
     vae = VAE(D, (5,), 3, seed=0, dtype=np.float64)
     vae.params["enc.mu.W"][:] = 0.0
@@ -230,3 +242,28 @@ def test_iwae_with_more_than_10000_samples_takes_one_example_per_batch(monkeypat
     monkeypatch.setattr(vae, "elbo_terms", recording)
     iwae_nll(vae, x, k=12_000, seed=0)
     assert rows == [12_000, 12_000, 12_000]
+
+
+@pytest.mark.parametrize(
+    "architecture, k, budget",
+    [("mlp", 1, 10_000), ("mlp", 73, 10_000), ("mlp", 137, 10_000), ("conv", 1, 1_000),
+     ("conv", 7, 1_000), ("conv", 11, 1_000)],
+)
+def test_iwae_batches_stay_within_their_documented_rows(monkeypatch, architecture, k, budget):
+    """The default batches bound the memory of one forward pass: at most 10,000 rows
+    (examples x k) for the MLP and 1,000 for the conv VAE, and as many as fit."""
+    if architecture == "mlp":
+        vae = VAE(D, (5,), L, seed=0)
+    else:
+        vae = VAE(64, latent_dim=L, architecture="conv", image_shape=(1, 8, 8), channels=(2,))
+    per_batch = budget // k
+    x = np.zeros((2 * per_batch + 1, vae.config.input_dim), np.float32)
+    rows = []
+
+    def recording(xb, eps, y=None, *, kl=None):  # only the sizes matter here
+        rows.append(len(xb))
+        return np.zeros(len(xb)), np.zeros(len(xb))
+
+    monkeypatch.setattr(vae, "elbo_terms", recording)
+    iwae_nll(vae, x, k=k)
+    assert rows == [per_batch * k, per_batch * k, k]  # budget // k examples of k rows each

@@ -8,7 +8,14 @@ import pytest
 
 from vae_from_scratch.gradcheck import numerical_gradient, rel_error
 from vae_from_scratch.layers import ACTIVATIONS
-from vae_from_scratch.networks import Layer, Network, build_networks, conv_sizes, dense_layers
+from vae_from_scratch.networks import (
+    Layer,
+    Network,
+    _concat_label,
+    build_networks,
+    conv_sizes,
+    dense_layers,
+)
 from vae_from_scratch.vae import VAEConfig
 
 pytestmark = [pytest.mark.lesson04, pytest.mark.lesson08, pytest.mark.lesson09]
@@ -118,8 +125,6 @@ def test_condition_layer_appends_the_one_hot_as_columns():
 
 
 def test_condition_planes_append_constant_images():
-    from vae_from_scratch.networks import _concat_label
-
     h = _rng(4).standard_normal((2, 1, 3, 3))
     c = np.eye(3)[[2, 0]]
     out = _concat_label(h, c, planes=True)
@@ -181,3 +186,135 @@ def test_conv_init_uses_pytorchs_fan_in():
     assert conv.fan_in == 3 * 16 and convt.fan_in == 32 * 16
     assert conv.param_shapes()["enc.0.b"] == (32,)
     assert convt.param_shapes()["dec.1.b"] == (32,)
+
+
+def test_conv_sizes_refuse_an_image_too_small_along_one_axis_only():
+    assert conv_sizes((1, 28, 5), 2) == [(28, 5), (14, 2), (7, 1)]
+    for shape in ((1, 28, 3), (1, 3, 28)):
+        with pytest.raises(ValueError, match=r"too small for 2 convolutions .* after 1 the map"):
+            conv_sizes(shape, 2)
+
+
+# Three channel entries (so that the encoder's and the decoder's middle layers differ), odd
+# and even sizes, one and two image channels, with and without a label.
+CONV_CONFIGS = {
+    "9x9-three-layers": dict(image_shape=(1, 9, 9), channels=(2, 3, 4)),
+    "2x8x10-conditional": dict(image_shape=(2, 8, 10), channels=(3, 2, 4), n_classes=3),
+}
+
+
+def _conv_config(name):
+    kwargs = CONV_CONFIGS[name]
+    d = int(np.prod(kwargs["image_shape"]))
+    return VAEConfig(input_dim=d, latent_dim=2, architecture="conv", **kwargs)
+
+
+def _plain_conv_networks(params, cfg, x, z, c):
+    """The conv architecture written out with conv.py's layers: x -> (Conv 4x4/2 -> ReLU)
+    per channels entry -> flatten; z -> Linear -> ReLU -> (ConvT 4x4/2 -> ReLU) ... ->
+    ConvT, each transposed convolution giving back the size its convolution took in."""
+    from vae_from_scratch.conv import Conv2d, ConvTranspose2d
+
+    n, k = len(x), len(cfg.channels)
+    h = x.reshape(n, *cfg.image_shape)
+    if c is not None:
+        h = np.concatenate([h, np.broadcast_to(c[:, :, None, None], (n, c.shape[1],
+                                                                     *h.shape[2:]))], axis=1)
+    sizes = []
+    for i in range(k):
+        sizes.append(h.shape[2:])
+        h = np.maximum(Conv2d.forward(h, params[f"enc.{i}.W"], params[f"enc.{i}.b"], 2, 1)[0], 0)
+    enc_out = h.reshape(n, -1)
+
+    zc = z if c is None else np.concatenate([z, c], axis=1)
+    h = np.maximum(zc @ params["dec.0.W"] + params["dec.0.b"], 0).reshape(h.shape)
+    for i in reversed(range(k)):  # back through the encoder's sizes
+        name = "dec.out" if i == 0 else f"dec.{k - i}"
+        pad = tuple(want - 2 * got for want, got in zip(sizes[i], h.shape[2:], strict=True))
+        h = ConvTranspose2d.forward(h, params[f"{name}.W"], params[f"{name}.b"], 2, 1, pad)[0]
+        if i > 0:
+            h = np.maximum(h, 0)
+    return enc_out, h.reshape(n, -1)
+
+
+@pytest.mark.parametrize("name", list(CONV_CONFIGS))
+def test_conv_networks_are_the_documented_composition(name):
+    cfg = _conv_config(name)
+    enc, dec = build_networks(cfg)
+    params = _params(enc, 7)
+    dec.init_params(_rng(8), params)
+    rng = _rng(9)
+    x = rng.random((3, cfg.input_dim))
+    z = rng.standard_normal((3, cfg.latent_dim))
+    c = np.eye(3)[[0, 2, 1]] if cfg.n_classes else None
+    h_plain, out_plain = _plain_conv_networks(params, cfg, x, z, c)
+    h, _ = enc.forward(params, x, c)
+    out, _ = dec.forward(params, z, c)
+    assert h.shape == (3, enc.out_dim) and out.shape == (3, cfg.input_dim)
+    np.testing.assert_allclose(h, h_plain, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out, out_plain, rtol=1e-12, atol=1e-14)
+    assert np.any(h == 0) and np.any(h > 0)  # the ReLUs clip some entries, not all
+
+
+def test_conv_networks_with_three_layers_have_mirrored_shapes():
+    enc, dec = build_networks(_conv_config("9x9-three-layers"))
+    assert enc.param_shapes() == {"enc.0.W": (2, 1, 4, 4), "enc.0.b": (2,),
+                                  "enc.1.W": (3, 2, 4, 4), "enc.1.b": (3,),
+                                  "enc.2.W": (4, 3, 4, 4), "enc.2.b": (4,)}
+    assert dec.param_shapes() == {"dec.0.W": (2, 4), "dec.0.b": (4,),
+                                  "dec.1.W": (4, 3, 4, 4), "dec.1.b": (3,),
+                                  "dec.2.W": (3, 2, 4, 4), "dec.2.b": (2,),
+                                  "dec.out.W": (2, 1, 4, 4), "dec.out.b": (1,)}
+    kinds = [layer.kind for layer in dec.layers]
+    assert kinds == ["linear", "relu", "reshape", "conv_transpose", "relu", "conv_transpose",
+                     "relu", "conv_transpose", "reshape"]
+
+
+@pytest.mark.parametrize("name", list(CONV_CONFIGS))
+def test_conv_networks_backward_matches_numerical(name):
+    cfg = _conv_config(name)
+    enc, dec = build_networks(cfg)
+    rng = _rng(10)
+    c = np.eye(3)[[1, 0]] if cfg.n_classes else None
+    _check_backward(enc, _params(enc, 11), rng.random((2, cfg.input_dim)), c, need_dx=False)
+    _check_backward(dec, _params(dec, 12), rng.standard_normal((2, cfg.latent_dim)), c)
+
+
+@pytest.mark.parametrize("kind", ["conv", "conv_transpose"])
+def test_a_conv_layer_left_at_its_defaults_is_pytorchs_default(kind):
+    """stride 1, padding 0, output_padding 0 unless given, as for torch.nn's layers."""
+    from vae_from_scratch.conv import Conv2d, ConvTranspose2d
+
+    shape = (3, 2, 3, 2)  # Conv2d (C_out, C_in, kH, kW); ConvTranspose2d (C_in, C_out, ...)
+    c_in = shape[1] if kind == "conv" else shape[0]
+    net = Network([Layer("reshape", shape=(c_in, 5, 4)), Layer(kind, "c", shape)], 40, None)
+    params = _params(net, 13)
+    x = _rng(13).standard_normal((2, c_in * 5 * 4))
+    out, _ = net.forward(params, x)
+    x4, W, b = x.reshape(2, c_in, 5, 4), params["c.W"], params["c.b"]
+    if kind == "conv":
+        expected = Conv2d.forward(x4, W, b, stride=1, padding=0)[0]
+    else:
+        expected = ConvTranspose2d.forward(x4, W, b, stride=1, padding=0, output_padding=0)[0]
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_a_label_in_another_dtype_keeps_the_networks_dtype():
+    net = Network([Layer("condition"), *dense_layers("dec", (3 + 4, 5), "relu")], 3, 5)
+    params = {k: v.astype(np.float32) for k, v in _params(net, 14).items()}
+    z = _rng(14).standard_normal((6, 3)).astype(np.float32)
+    for c in (np.eye(4)[[0, 1, 2, 3, 1, 0]], np.eye(4, dtype=np.int64)[[3, 2, 1, 0, 0, 1]]):
+        out, _ = net.forward(params, z, c)
+        assert out.dtype == np.float32
+    planes = _concat_label(np.zeros((2, 1, 3, 3), np.float32), np.eye(2, dtype=np.int8), True)
+    assert planes.dtype == np.float32
+
+
+def test_repr_lists_the_layers():
+    enc, dec = build_networks(VAEConfig(input_dim=64, latent_dim=2, architecture="conv",
+                                        channels=(2, 3)))
+    assert repr(enc) == ("Network(64 -> 12: reshape(1, 8, 8), conv(2, 1, 4, 4), relu, "
+                         "conv(3, 2, 4, 4), relu, reshape(12,))")
+    assert repr(dec) == ("Network(2 -> 64: linear(2, 12), relu, reshape(3, 2, 2), "
+                         "conv_transpose(3, 2, 4, 4), relu, conv_transpose(2, 1, 4, 4), "
+                         "reshape(64,))")

@@ -291,8 +291,10 @@ OPTIMIZERS = {
         ({"w": np.array([0.5, 0.1]), "b": np.array([1.0]), "c": np.zeros(1)},
          r"unexpected \['c'\]"),
         ({"w": np.array([0.5, 0.1]), "b": 2.0}, r"'b' has shape \(\), expected \(1,\)"),
+        ([np.array([0.5, 0.1]), np.array([1.0])],
+         r"gradients must be a dict name -> array, got list"),
     ],
-    ids=["broadcast-row", "extra-axis", "missing-key", "extra-key", "scalar"],
+    ids=["broadcast-row", "extra-axis", "missing-key", "extra-key", "scalar", "list"],
 )
 def test_step_refuses_gradients_that_do_not_match_and_changes_nothing(name, bad, message):
     params = _copy(P0)
@@ -429,3 +431,19 @@ def test_load_state_dict_refuses_a_state_that_does_not_fit_and_changes_nothing(n
         with pytest.raises(ValueError):
             opt.load_state_dict(bad)
         assert _same_state(opt.state_dict(), good)
+    with pytest.raises(ValueError, match=r"state must be a dict, got str"):
+        opt.load_state_dict("not a dict")
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_load_state_dict_restores_the_hyperparameters_and_a_state_from_before_any_step(name):
+    """A state saved before the first step (t = 0) loads, and loading sets the saved lr,
+    momentum or betas and eps, and t, whatever the optimizer was made with."""
+    state = OPTIMIZERS[name](_copy(P0)).state_dict()
+    if name == "sgd":
+        other = SGD(_copy(P0), lr=0.5, momentum=0.1)
+    else:
+        other = Adam(_copy(P0), lr=0.5, betas=(0.5, 0.6), eps=1e-3)
+    other.step(GRADS[0])
+    other.load_state_dict(state)
+    assert _same_state(other.state_dict(), state)

@@ -245,6 +245,9 @@ def test_learned_variance_and_mixture_start_at_their_documented_values():
     np.testing.assert_array_equal(vae.params["prior.logits"], np.zeros(4))
     assert vae.params["prior.means"].shape == (4, 3)
     assert "dec.log_var" not in VAE(D, (5,), 3, likelihood="gaussian").params
+    # the components' means start spread like the standard normal prior: a N(0, 1) draw
+    means = VAE(D, (5,), 20, prior="mixture", n_components=50, seed=1).params["prior.means"]
+    assert abs(means.mean()) < 0.1 and 0.9 < means.std() < 1.1
 
 
 # --- sampling and reconstruction ----------------------------------------------------------------
@@ -333,6 +336,7 @@ def test_bad_x_is_rejected_with_a_message(bern, x, message):
     eps = _eps(max(len(x), 1), 2) if np.ndim(x) == 2 else _eps(2, 2)
     for call in (lambda: bern.loss(x, eps[: len(x)]),
                  lambda: bern.loss_and_grads(x, eps[: len(x)]),
+                 lambda: bern.elbo_terms(x, eps[: len(x)]),
                  lambda: bern.encode(x)):
         with pytest.raises(ValueError, match=message):
             call()
@@ -361,6 +365,8 @@ def test_bad_eps_is_rejected_with_a_message(bern, eps, message):
         bern.loss(x, eps)
     with pytest.raises(ValueError, match=message):
         bern.loss_and_grads(x, eps)
+    with pytest.raises(ValueError, match=message):
+        bern.elbo_terms(x, eps)
 
 
 def test_bad_z_is_rejected(bern):

@@ -205,10 +205,10 @@ def mixture_log_density_backward(dout, z, means, log_vars, logits):
 CB_TAYLOR_BELOW = 1.0
 
 
-def _cb_series(tol=2.0**-60):
+def _cb_series(below, tol=2.0**-60):
     """Taylor coefficients around l = 0, from the Bernoulli numbers B_2n, exact until the
     final rounding. Returns three tuples of floats, lowest power first, each cut where a
-    term at |l| = CB_TAYLOR_BELOW falls below ``tol``:
+    term at |l| = ``below`` (the Taylor branch's threshold, at most 1.85) falls below ``tol``:
 
       log C(l) - log 2 = sum_n (4^n - 2) B_2n / (2n (2n)!) l^(2n)     (coefficients of u^(n-1)
       d log C / dl     = sum_n (4^n - 2) B_2n / (2n)!      l^(2n-1)    with u = l^2, after
@@ -217,14 +217,14 @@ def _cb_series(tol=2.0**-60):
     from fractions import Fraction
     from math import comb, factorial
 
-    n_max = 40  # far more than needed at |l| = 1: the terms shrink like (1/pi)^(2n)
+    n_max = 40  # 18 are needed at |l| = 1, 37 at 1.8: the terms shrink like (|l|/pi)^(2n)
     bern = [Fraction(1)]
     for m in range(1, 2 * n_max + 1):  # sum_{k<=m} C(m+1, k) B_k = 0
         bern.append(-sum(comb(m + 1, k) * bern[k] for k in range(m)) / (m + 1))
 
     def cut(coef, power):
         terms = [coef(n) for n in range(1, n_max + 1)]
-        keep = [abs(c) * CB_TAYLOR_BELOW ** power(n) >= tol for n, c in enumerate(terms, 1)]
+        keep = [abs(c) * below ** power(n) >= tol for n, c in enumerate(terms, 1)]
         return tuple(float(c) for c in terms[: keep.index(False)])
 
     log_norm = cut(lambda n: (4**n - 2) * bern[2 * n] / (2 * n * factorial(2 * n)), lambda n: 2 * n)
@@ -233,7 +233,7 @@ def _cb_series(tol=2.0**-60):
     return log_norm, grad, mean
 
 
-_CB_LOG_NORM_SERIES, _CB_LOG_NORM_GRAD_SERIES, _CB_MEAN_SERIES = _cb_series()
+_CB_LOG_NORM_SERIES, _CB_LOG_NORM_GRAD_SERIES, _CB_MEAN_SERIES = _cb_series(CB_TAYLOR_BELOW)
 LOG_2 = float(np.log(2.0))
 
 

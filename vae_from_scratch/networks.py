@@ -68,7 +68,7 @@ class Layer:
         ConvTranspose2d."""
         if self.kind == "linear":
             return self.shape[0]
-        return self.shape[1] * self.shape[2] * self.shape[3]
+        return math.prod(self.shape[1:])
 
     def param_shapes(self):
         """{name.W: shape, name.b: shape}, or {} for a layer without parameters."""
@@ -212,19 +212,20 @@ def dense_layers(prefix, dims, activation):
 def conv_sizes(image_shape, n_layers):
     """Spatial sizes (H, W) after each of the encoder's convolutions, the image's first:
     (28, 28) -> (14, 14) -> (7, 7). Raises ValueError when an image gets too small."""
+    from vae_from_scratch.conv import conv2d_output_size
+
     sizes = [tuple(image_shape[1:])]
     for _ in range(n_layers):
-        h, w = (
-            (s + 2 * CONV_PADDING - CONV_KERNEL) // CONV_STRIDE + 1 for s in sizes[-1]
-        )
-        if h < 1 or w < 1:
+        try:
+            sizes.append(tuple(conv2d_output_size(s, CONV_KERNEL, CONV_STRIDE, CONV_PADDING)
+                               for s in sizes[-1]))
+        except ValueError:  # the kernel is larger than the padded map
             raise ValueError(
                 f"image_shape {tuple(image_shape)} is too small for {n_layers} convolutions "
                 f"({CONV_KERNEL}x{CONV_KERNEL}, stride {CONV_STRIDE}, padding {CONV_PADDING}): "
                 f"after {len(sizes) - 1} the map is {sizes[-1][0]}x{sizes[-1][1]}; use fewer "
                 "channels entries or a larger image"
-            )
-        sizes.append((h, w))
+            ) from None
     return sizes
 
 

@@ -257,8 +257,9 @@ def init_params(config, rng):
 
     Layers use PyTorch's default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for W and b
     (``networks.Layer.init_params``), so the NumPy and PyTorch models start from the same
-    distribution. Numbers are drawn in float64 and then cast, so float32 and float64
-    models with the same seed hold the same values up to rounding.
+    distribution. The mixture prior's means are drawn from N(0, 1), its log-variances and
+    logits start at 0, a learned ``dec.log_var`` at 0. Numbers are drawn in float64 and then
+    cast, so float32 and float64 models with the same seed hold the same values up to rounding.
     """
     encoder, decoder = build_networks(config)
     params = {}
