@@ -26,11 +26,9 @@ __all__ = ["DEFAULT_THREADS", "ENV_VAR", "limit_threads", "threads_from_env"]
 
 #: The environment variable that overrides the default.
 ENV_VAR = "VAE_COURSE_THREADS"
-#: Threads when nothing says otherwise: one, which never lost badly. On a 2-core machine one
-#: thread was 1.4-1.5x slower per NumPy epoch of the MLP than two, and as fast for the conv
-#: VAE, while the machine was quiet (benchmarks/README.md, part (a)); while it was busy, two
-#: threads made the CLI 3-10x and lesson 05 10-11x slower than one (benchmarks/threads.py,
-#: preliminary).
+#: Threads when nothing says otherwise: one, which never lost badly. On an idle 2-core machine
+#: one thread took 1.15-1.35x as long as two (the CLI and lesson 05); with the cores busy,
+#: two threads took 2-3.7x as long as one (benchmarks/threads.py, benchmarks/README.md).
 DEFAULT_THREADS = 1
 
 # Read by OpenMP (and so by torch) when a library starts; set for a torch imported later.
