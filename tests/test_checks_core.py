@@ -12,18 +12,7 @@ from vae_from_scratch.checks import core
 from vae_from_scratch.checks.core import NOT_DONE, PASSED, WRONG, Case, Checker
 
 # the check machinery every lesson's exercises go through
-pytestmark = [
-    pytest.mark.lesson00,
-    pytest.mark.lesson01,
-    pytest.mark.lesson02,
-    pytest.mark.lesson03,
-    pytest.mark.lesson04,
-    pytest.mark.lesson05,
-    pytest.mark.lesson06,
-    pytest.mark.lesson07,
-    pytest.mark.lesson08,
-    pytest.mark.lesson09,
-]
+pytestmark = [pytest.mark.every_lesson]
 
 
 def _square(x):

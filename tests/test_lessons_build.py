@@ -21,18 +21,7 @@ from vae_from_scratch.lessons import (
 )
 
 # how every lesson is built from its solution
-pytestmark = [
-    pytest.mark.lesson00,
-    pytest.mark.lesson01,
-    pytest.mark.lesson02,
-    pytest.mark.lesson03,
-    pytest.mark.lesson04,
-    pytest.mark.lesson05,
-    pytest.mark.lesson06,
-    pytest.mark.lesson07,
-    pytest.mark.lesson08,
-    pytest.mark.lesson09,
-]
+pytestmark = [pytest.mark.every_lesson]
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))

@@ -1,5 +1,6 @@
 """``pytest -m lessonNN`` runs every test of lesson NN: each test module says which lessons
-it serves in a module-level ``pytestmark`` list, and every lesson has unit tests.
+it serves in a module-level ``pytestmark`` list (``every_lesson`` for all of them), and
+every lesson has unit tests.
 
 The root conftest marks the notebooks themselves (``lessonNN`` from the file name, and
 ``notebook``); this file checks the unit tests under ``tests/``.
@@ -10,6 +11,8 @@ from __future__ import annotations
 import ast
 import functools
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,18 +31,7 @@ LESSONS = sorted(
 PENDING: dict[str, str] = {}
 
 # This check keeps every lesson's selection complete, so it runs with each of them.
-pytestmark = [
-    pytest.mark.lesson00,
-    pytest.mark.lesson01,
-    pytest.mark.lesson02,
-    pytest.mark.lesson03,
-    pytest.mark.lesson04,
-    pytest.mark.lesson05,
-    pytest.mark.lesson06,
-    pytest.mark.lesson07,
-    pytest.mark.lesson08,
-    pytest.mark.lesson09,
-]
+pytestmark = [pytest.mark.every_lesson]
 
 
 @functools.cache
@@ -51,7 +43,10 @@ def module_marks(path: Path) -> frozenset[str]:
         if any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in targets):
             items = node.value.elts if isinstance(node.value, (ast.List, ast.Tuple)) else [
                 node.value]
-            return frozenset(item.attr for item in items if isinstance(item, ast.Attribute))
+            names = {item.attr for item in items if isinstance(item, ast.Attribute)}
+            if "every_lesson" in names:  # the root conftest expands it into each lesson
+                names |= set(LESSONS)
+            return frozenset(names)
     return frozenset()
 
 
@@ -90,3 +85,26 @@ def test_module_marks_reads_single_marks_and_lists(tmp_path):
     assert module_marks(one) == {"lesson03"}
     assert module_marks(many) == {"lesson01", "torch"}
     assert module_marks(none) == set()
+
+
+def test_module_marks_expands_every_lesson(tmp_path):
+    every = tmp_path / "test_every.py"
+    every.write_text("import pytest\n\npytestmark = [pytest.mark.every_lesson]\n")
+    assert module_marks(every) == {"every_lesson", *LESSONS}
+
+
+@pytest.mark.parametrize("lesson", [LESSONS[0], LESSONS[-1]])
+def test_pytest_selects_an_every_lesson_module_by_each_lesson(lesson):
+    # What module_marks assumes, run for real: the conftest gives every_lesson's tests
+    # each lessonNN marker before pytest's -m selection sees them.
+    target = "tests/test_checks_core.py"
+    args = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-n", "0",
+            "-p", "no:cacheprovider", target]
+    chosen = subprocess.run([*args, "-m", lesson], cwd=ROOT, capture_output=True, text=True)
+    dropped = subprocess.run([*args, "-m", f"not {lesson}"], cwd=ROOT, capture_output=True,
+                             text=True)
+    assert chosen.returncode == 0, chosen.stdout + chosen.stderr
+    every = re.search(r"^(\d+) tests collected", chosen.stdout, re.M)
+    assert every and int(every.group(1)) > 0, chosen.stdout  # all of them, none deselected
+    assert re.search(rf"no tests collected \({every.group(1)} deselected\)", dropped.stdout), (
+        dropped.stdout)

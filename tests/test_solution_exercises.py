@@ -20,18 +20,7 @@ import pytest
 from vae_from_scratch.checks import core
 
 # each solution's exercises against its checkers: every lesson
-pytestmark = [
-    pytest.mark.lesson00,
-    pytest.mark.lesson01,
-    pytest.mark.lesson02,
-    pytest.mark.lesson03,
-    pytest.mark.lesson04,
-    pytest.mark.lesson05,
-    pytest.mark.lesson06,
-    pytest.mark.lesson07,
-    pytest.mark.lesson08,
-    pytest.mark.lesson09,
-]
+pytestmark = [pytest.mark.every_lesson]
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
