@@ -355,6 +355,7 @@ def test_checker_reports_a_stub_as_not_done(checker):
     result = checker.run(stub)
     assert result.status == NOT_DONE, result.message
     assert "not done yet" in result.message
+    assert result.detail == f"Exercise {checker.exercise}: implement {checker.name}"
 
 
 @pytest.mark.parametrize("checker", _lesson_params(plain_functions_only=True))

@@ -99,14 +99,9 @@ def _steps(value):
     return int(value)
 
 
-class SGD:
-    """v <- momentum * v + g;  p <- p - lr * v   (momentum=0 is plain gradient descent)."""
-
-    def __init__(self, params, lr=1e-2, momentum=0.0):
-        self.params = params
-        self.lr = lr
-        self.momentum = _fraction("momentum", momentum)
-        self.velocity = {k: np.zeros_like(v) for k, v in params.items()}
+class _Optimizer:
+    """What every optimizer here shares: ``lr``, checked whenever it is set (a schedule may
+    change it between steps)."""
 
     @property
     def lr(self):
@@ -115,6 +110,16 @@ class SGD:
     @lr.setter
     def lr(self, value):
         self._lr = _positive("lr", value)
+
+
+class SGD(_Optimizer):
+    """v <- momentum * v + g;  p <- p - lr * v   (momentum=0 is plain gradient descent)."""
+
+    def __init__(self, params, lr=1e-2, momentum=0.0):
+        self.params = params
+        self.lr = lr
+        self.momentum = _fraction("momentum", momentum)
+        self.velocity = {k: np.zeros_like(v) for k, v in params.items()}
 
     def step(self, grads):
         check_gradients(self.params, grads)
@@ -140,7 +145,7 @@ class SGD:
         self.lr, self.momentum = lr, momentum
 
 
-class Adam:
+class Adam(_Optimizer):
     """Adam (Kingma & Ba, 2015), the same update as torch.optim.Adam:
 
     m <- b1 m + (1 - b1) g          v <- b2 v + (1 - b2) g^2
@@ -156,14 +161,6 @@ class Adam:
         self.v = {k: np.zeros_like(v) for k, v in params.items()}
         self._buf = {k: np.empty_like(v) for k, v in params.items()}  # scratch, reused
         self.t = 0
-
-    @property
-    def lr(self):
-        return self._lr
-
-    @lr.setter
-    def lr(self, value):
-        self._lr = _positive("lr", value)
 
     @staticmethod
     def _check_betas(betas):
