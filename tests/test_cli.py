@@ -264,7 +264,7 @@ def test_metrics_record_the_kl_estimator_used(tmp_path):
 
 
 def test_limit_uses_a_fixed_sample_of_every_digit(tmp_path):
-    from vae_from_scratch.cli import _load_data
+    from vae_from_scratch.train_command import _load_data
 
     args = build_parser().parse_args(["train", "--limit", "300"])
     ds = _load_data(args)
@@ -291,7 +291,7 @@ def test_model_flags_map_onto_the_configuration():
 
 
 def test_saved_flags_read_back_as_the_same_values():
-    from vae_from_scratch.cli import RUN_FLAGS, _run_argv
+    from vae_from_scratch.train_command import RUN_FLAGS, _run_argv
 
     argv = ["train", "--hidden-dims", "64,32", "--lr", "0.0003", "--beta", "0.1",
             "--obs-var", "learned", "--likelihood", "gaussian", "--binarize", "--seed",
@@ -368,8 +368,8 @@ def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path, capsys):
 
 
 def test_resume_notes_other_versions(capsys):
-    from vae_from_scratch.cli import _note_versions
     from vae_from_scratch.run import versions
+    from vae_from_scratch.train_command import _note_versions
 
     _note_versions(versions(), versions())
     assert capsys.readouterr().out == ""
