@@ -310,6 +310,7 @@ def test_ctrl_c_saves_and_resume_ends_bit_for_bit_where_a_straight_run_ends(tmp_
     result = _train("--resume", stopped)
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stdout
+    assert "note:" not in result.stdout  # same versions, same threads: nothing to warn of
     assert any(step > 0 for _, step in places), f"both stops fell on epoch ends: {places}"
     # the same model, byte for byte, and the same history
     assert (stopped / runs.CHECKPOINT).read_bytes() == (straight / runs.CHECKPOINT).read_bytes()
@@ -319,6 +320,7 @@ def test_ctrl_c_saves_and_resume_ends_bit_for_bit_where_a_straight_run_ends(tmp_
     metrics = json.loads((stopped / runs.METRICS).read_text())
     assert metrics["interrupted"] is False and metrics["status"] == "finished"
     assert metrics["epochs_done"] == epochs
+    assert metrics["threads"] == json.loads((straight / runs.METRICS).read_text())["threads"]
     print(f"stopped at (epochs done, step): {places}")
 
     again = _train("--resume", stopped)  # a finished run: nothing to do
@@ -383,3 +385,12 @@ def test_identical_runs_write_identical_checkpoints(tmp_path):
     metrics = json.loads((a / runs.METRICS).read_text())
     assert metrics["kl_estimator"] == "analytic" and metrics["interrupted"] is False
     assert np.isfinite(metrics["test_nelbo"])
+
+
+def test_resume_with_other_threads_says_so_and_records_them(tmp_path):
+    folder = tmp_path / "run"
+    assert _train(*FAST, "--epochs", 1, "--out", folder, "--threads", "1").returncode == 0
+    result = _train("--resume", folder, "--epochs", 2, "--threads", "2")
+    assert result.returncode == 0, result.stderr
+    assert "note: this run started with threads 1; it continues with threads 2" in result.stdout
+    assert json.loads((folder / runs.METRICS).read_text())["threads"] == 2

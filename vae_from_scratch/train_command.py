@@ -93,6 +93,7 @@ def _resume_args(args, argv, saved_argv):
         saved.epochs = typed["epochs"]
     saved.out = saved.resume = args.resume
     saved.quiet, saved.overwrite = args.quiet, False
+    saved.threads = getattr(args, "threads", None)  # what this process runs with, not a flag
     return saved
 
 
