@@ -211,10 +211,8 @@ def test_iwae_in_batches_equals_one_batch_on_sizes_that_do_not_divide(batch_size
                                                                                   rel=1e-12)
 
 
-def test_iwae_with_its_default_batches_covers_every_example_once(monkeypatch):
-    # k=100 -> 100 examples (10,000 rows) per batch: 250 examples are three uneven batches
-    vae = VAE(D, (5,), L, seed=0, dtype=np.float64)
-    x = _data(250, seed=6)
+def _recorded_batches(monkeypatch, vae):
+    """A list that fills with a copy of every batch of rows ``vae.elbo_terms`` is given."""
     rows = []
     real = vae.elbo_terms
 
@@ -223,6 +221,14 @@ def test_iwae_with_its_default_batches_covers_every_example_once(monkeypatch):
         return real(xb, eps, y, kl=kl)
 
     monkeypatch.setattr(vae, "elbo_terms", recording)
+    return rows
+
+
+def test_iwae_with_its_default_batches_covers_every_example_once(monkeypatch):
+    # k=100 -> 100 examples (10,000 rows) per batch: 250 examples are three uneven batches
+    vae = VAE(D, (5,), L, seed=0, dtype=np.float64)
+    x = _data(250, seed=6)
+    rows = _recorded_batches(monkeypatch, vae)
     value = iwae_nll(vae, x, k=100, seed=2)
     assert [len(r) for r in rows] == [10_000, 10_000, 5_000]
     np.testing.assert_array_equal(np.concatenate(rows)[::100], x)
@@ -232,16 +238,9 @@ def test_iwae_with_its_default_batches_covers_every_example_once(monkeypatch):
 def test_iwae_with_more_than_10000_samples_takes_one_example_per_batch(monkeypatch):
     vae = VAE(D, (5,), L, seed=0, dtype=np.float64)
     x = _data(3, seed=7)
-    rows = []
-    real = vae.elbo_terms
-
-    def recording(xb, eps, y=None, *, kl=None):
-        rows.append(len(xb))
-        return real(xb, eps, y, kl=kl)
-
-    monkeypatch.setattr(vae, "elbo_terms", recording)
+    rows = _recorded_batches(monkeypatch, vae)
     iwae_nll(vae, x, k=12_000, seed=0)
-    assert rows == [12_000, 12_000, 12_000]
+    assert [len(r) for r in rows] == [12_000, 12_000, 12_000]
 
 
 @pytest.mark.parametrize(
