@@ -155,13 +155,13 @@ def _notebook_file(item: pytest.Item):
     return None
 
 
-@pytest.hookimpl(tryfirst=True)  # before -m deselects, so the markers count
 def _lesson_markers(config: pytest.Config) -> list[str]:
     """Every registered ``lessonNN`` marker (pyproject.toml's and one per notebook)."""
     names = {line.split(":", 1)[0].strip() for line in config.getini("markers")}
     return sorted(n for n in names if re.fullmatch(r"lesson\d\d", n))
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects, so the markers count
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     torch_missing = importlib.util.find_spec("torch") is None
     collected: dict[int, int] = {}  # id(notebook) -> how many of its cells were collected

@@ -108,3 +108,13 @@ def test_pytest_selects_an_every_lesson_module_by_each_lesson(lesson):
     assert every and int(every.group(1)) > 0, chosen.stdout  # all of them, none deselected
     assert re.search(rf"no tests collected \({every.group(1)} deselected\)", dropped.stdout), (
         dropped.stdout)
+
+
+def test_the_conftest_marks_items_before_pytest_deselects_them(request):
+    # -m reads the markers in pytest's own collection hook; the root conftest's hook adds
+    # lessonNN markers (every_lesson, notebooks), so it must run first whatever the order
+    # in which the plugins were registered.
+    hook = request.config.pluginmanager.hook.pytest_collection_modifyitems
+    ours = [impl for impl in hook.get_hookimpls()
+            if Path(getattr(impl.plugin, "__file__", "")) == ROOT / "conftest.py"]
+    assert len(ours) == 1 and ours[0].tryfirst
