@@ -143,6 +143,12 @@ def test_conditional_parity_with_torch(name, dtype):
     with pytest.raises(ValueError, match="pass the labels"):
         tvae.encode(x)
     assert tvae.sample(3, y=1, seed=0).shape == (3, D)
+    # one label for all n, as the NumPy model takes it: an int, a NumPy or a 0-d torch one
+    three = tvae.sample(3, y=torch.tensor([1, 1, 1]), seed=0)
+    for one in (1, np.int64(1), torch.tensor(1)):
+        torch.testing.assert_close(tvae.sample(3, y=one, seed=0), three, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="must be integers"):
+        tvae.sample(3, y=torch.tensor(1.0))
 
 
 # --- training carries the labels with their images -------------------------------------------

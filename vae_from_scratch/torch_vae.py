@@ -479,9 +479,7 @@ class TorchVAE(nn.Module):
 
     def _check_y(self, y, n):
         """Labels (n,) -> one-hot tensor (n, K) on the device for a conditional model."""
-        if isinstance(y, torch.Tensor):
-            y = y.detach().cpu().numpy()
-        c = self._reference._check_y(y, n)  # the NumPy model's checks and messages
+        c = self._reference._check_y(_host(y), n)  # the NumPy model's checks and messages
         return None if c is None else self._as_tensor(c)
 
     # --- the forward pass (unchecked internals, used by the training step) ----------------
@@ -626,11 +624,8 @@ class TorchVAE(nn.Module):
     def sample(self, n, y=None, seed=0):
         """Decode n draws from the prior; returns pixel means (n, D). A conditional model
         needs labels y: (n,) integers, or one integer for all n."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive integer (how many samples), got {n!r}")
-        if y is not None and not isinstance(y, torch.Tensor) and np.ndim(y) == 0:
-            y = np.full(int(n), y)
-        c = self._check_y(y, int(n))
+        n, c = self._reference._check_sample_args(n, _host(y))  # the NumPy model's checks
+        c = None if c is None else self._as_tensor(c)
         return self._mean_from_out(self._decode(self.params, self.sample_prior(n, seed), c))
 
     @torch.no_grad()

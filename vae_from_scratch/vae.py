@@ -626,14 +626,19 @@ class VAE:
         """Decode n draws from the prior; returns pixel means (n, D) (probabilities for
         a Bernoulli decoder). A conditional model needs labels y: (n,) integers, or one
         integer for all n."""
+        n, c = self._check_sample_args(n, y)
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        return self._mean_from_out(self._decode(self.sample_prior(n, rng), c)[0])
+
+    def _check_sample_args(self, n, y):
+        """``sample``'s n and labels, checked: (n as an int, one-hot (n, K) or None). One
+        integer label stands for all n."""
         if not _is_int(n) or n < 1:
             raise ValueError(f"n must be a positive integer (how many samples), got {n!r}")
         n = int(n)
         if y is not None and np.ndim(y) == 0 and _is_int(np.asarray(y).item()):
             y = np.full(n, int(y))
-        c = self._check_y(y, n)
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        return self._mean_from_out(self._decode(self.sample_prior(n, rng), c)[0])
+        return n, self._check_y(y, n)
 
     def reconstruct(self, x, y=None):
         """Decode the posterior mean: x (N, D) [, labels y (N,)] -> pixel means (N, D)."""
