@@ -394,3 +394,28 @@ def test_resume_with_other_threads_says_so_and_records_them(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "note: this run started with threads 1; it continues with threads 2" in result.stdout
     assert json.loads((folder / runs.METRICS).read_text())["threads"] == 2
+
+
+def test_ctrl_c_after_the_last_epoch_lets_the_final_outputs_finish(tmp_path, monkeypatch,
+                                                                    capsys):
+    # Training is done once the IWAE estimate starts: a Ctrl-C there must neither throw the
+    # estimate and figures away nor mark the finished run as interrupted.
+    from vae_from_scratch import evaluate
+    from vae_from_scratch.cli import main
+
+    real = evaluate.iwae_nll
+
+    def iwae_with_ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the run's handler only notes the request
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "iwae_nll", iwae_with_ctrl_c)
+    folder = tmp_path / "run"
+    flags = [*FAST, "--epochs", "1", "--iwae-k", "5", "--threads", "1", "--out", str(folder)]
+    assert main(["train", *flags]) == 0, capsys.readouterr().err
+    metrics = json.loads((folder / runs.METRICS).read_text())
+    assert metrics["status"] == "finished" and metrics["interrupted"] is False
+    assert np.isfinite(metrics["test_nll_iwae_k5"])
+    assert json.loads((folder / runs.MANIFEST).read_text())["status"] == "finished"
+    assert (folder / "samples.png").is_file()
+    assert "interrupted" not in capsys.readouterr().err

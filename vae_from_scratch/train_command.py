@@ -362,11 +362,10 @@ def _train_in(run, args, ds, test, backend, loop, fingerprint, elapsed):
                 f"{err} The last good state (after {_plural(loop.epochs_done, 'epoch')}) is "
                 f"in {out}/."
             ) from None
-        if not stop.requested:
-            summary, files = _final_outputs(run, args, ds, test[1], backend, loop, stop,
-                                            metrics)
-    if stop.requested:
-        if loop.stopped:
+        if not loop.stopped:  # every epoch done: a Ctrl-C from here on no longer stops it
+            summary, files = _final_outputs(run, args, ds, test[1], backend, loop, metrics)
+    if loop.stopped:
+        if loop.step:  # stopped inside an epoch; at an epoch's start that state is saved
             save(loop)
         run.write_json(runs.METRICS, metrics("interrupted"))
         run.set_status("interrupted")
@@ -381,7 +380,7 @@ def _train_in(run, args, ds, test, backend, loop, fingerprint, elapsed):
     return 0
 
 
-def _final_outputs(run, args, ds, y_test, backend, loop, stop, metrics):
+def _final_outputs(run, args, ds, y_test, backend, loop, metrics):
     """metrics.json (with the IWAE estimate) and the figures, once training is done.
     ``y_test``: the test labels a conditional model is given (None otherwise)."""
     from vae_from_scratch import plots
@@ -415,7 +414,7 @@ def _final_outputs(run, args, ds, y_test, backend, loop, stop, metrics):
             figures["latent_manifold"] = plots.latent_manifold(vae, n=15)
     run.expect(*(f"{name}.png" for name in figures))
     plots.save_figures(figures, run.folder)
-    run.write_json(runs.METRICS, metrics("interrupted" if stop.requested else "finished", extra))
+    run.write_json(runs.METRICS, metrics("finished", extra))
     summary = f"test -ELBO {history.test_nelbo[-1]:.2f} nats" if history.epoch else "no epochs"
     if args.iwae_k > 0:
         summary += f", IWAE(k={args.iwae_k}) -log p(x) {extra[f'test_nll_iwae_k{args.iwae_k}']:.2f}"
