@@ -128,9 +128,7 @@ class VAEConfig:
             )
         self._resolve_obs_var()
         check_beta(self.beta)
-        if not (_is_number(self.free_bits) and math.isfinite(self.free_bits)
-                and self.free_bits >= 0):
-            raise ValueError(f"free_bits must be a finite number >= 0, got {self.free_bits!r}")
+        check_beta(self.free_bits, "free_bits")
         if self.kl == "analytic" and self.prior == "mixture":
             raise ValueError(
                 "the KL to a mixture-of-Gaussians prior has no closed form; "
