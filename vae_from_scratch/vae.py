@@ -512,10 +512,13 @@ class VAE:
         x = self._check_x(x)
         eps = self._check_latent(eps, x.shape[0], "eps")
         recon, kl, caches = self._forward(x, eps, self.config.kl_mode, self._check_y(y, len(x)))
-        return self._terms(recon, kl, self.config.beta, caches)
+        return self._terms(recon, kl, self.config.beta, self._kl_per_dim_mean(caches))
 
     def _kl_per_dim_mean(self, caches):
-        """The batch mean of each latent dimension's KL (L,), for free bits."""
+        """The batch mean of each latent dimension's KL (L,), for free bits; None when
+        the model has none (free_bits=0)."""
+        if self.config.free_bits <= 0:
+            return None
         _, mu, log_var, z, *_ = caches
         if self.config.kl_mode == "analytic":
             per_dim = dist.kl_standard_normal_per_dim(mu, log_var)
@@ -524,12 +527,13 @@ class VAE:
                        - dist.gaussian_log_density_per_dim(z, 0.0, 0.0))
         return per_dim.mean(axis=0)
 
-    def _terms(self, recon, kl, beta, caches):
+    def _terms(self, recon, kl, beta, kl_per_dim):
+        """LossTerms from per-example recon and kl; ``kl_per_dim``: the
+        :meth:`_kl_per_dim_mean` of free bits, or None."""
         recon_mean, kl_mean = float(np.mean(recon)), float(np.mean(kl))
         charged = kl_mean
-        if self.config.free_bits > 0:  # each dimension pays at least free_bits nats
-            per_dim = self._kl_per_dim_mean(caches)
-            charged = float(np.sum(np.maximum(per_dim, self.config.free_bits)))
+        if kl_per_dim is not None:  # free bits: each dimension pays at least free_bits nats
+            charged = float(np.sum(np.maximum(kl_per_dim, self.config.free_bits)))
         return LossTerms(recon_mean + beta * charged, recon_mean, kl_mean)
 
     # --- the backward pass -------------------------------------------------------------------
@@ -572,10 +576,11 @@ class VAE:
             else:  # log N(z; 0, I) has d/dz = -z
                 dz_p = d_kl[:, None] * z
             dz_kl = (dz_q, dz_p)
-        if cfg.free_bits > 0:
+        kl_per_dim = self._kl_per_dim_mean(caches)
+        if kl_per_dim is not None:
             # sum_j max(free_bits, KL_j): no gradient reaches a dimension below the floor;
             # the KL splits over dimensions, so masking each column's gradient is exact
-            keep = (self._kl_per_dim_mean(caches) >= cfg.free_bits).astype(self.dtype)
+            keep = (kl_per_dim >= cfg.free_bits).astype(self.dtype)
             dmu, dlog_var = dmu * keep, dlog_var * keep
             dz_kl = tuple(d * keep for d in dz_kl)
         for d in dz_kl:
@@ -590,7 +595,7 @@ class VAE:
         self.encoder.backward(dh_mu + dh_lv, net_caches, grads, need_dx=False)
 
         grads = {name: grads[name].astype(self.dtype, copy=False) for name in p}
-        return self._terms(recon, kl, beta, caches), grads
+        return self._terms(recon, kl, beta, kl_per_dim), grads
 
     # --- using a trained model ----------------------------------------------------------------
 
