@@ -206,7 +206,13 @@ def _mixture_log_density(z, means, log_vars, logits):
 
 
 def _kl_standard_normal(mu, log_var):
-    return 0.5 * torch.sum(mu * mu + torch.exp(log_var) - 1.0 - log_var, dim=-1)
+    """KL(N(mu, diag(exp(log_var))) || N(0, I)) summed over the last axis: (N, L) -> (N,)."""
+    return torch.sum(_kl_standard_normal_per_dim(mu, log_var), dim=-1)
+
+
+def _kl_standard_normal_per_dim(mu, log_var):
+    """The KL of each latent dimension, elementwise (free bits use them)."""
+    return 0.5 * (mu * mu + torch.exp(log_var) - 1.0 - log_var)
 
 
 def _cb_series_in_u(u, coefs):
@@ -534,7 +540,7 @@ class TorchVAE(nn.Module):
             return kl.mean()
         mu, log_var, z = latent
         if self.config.kl_mode == "analytic":
-            per_dim = 0.5 * (mu * mu + torch.exp(log_var) - 1.0 - log_var)
+            per_dim = _kl_standard_normal_per_dim(mu, log_var)
         else:  # log q - log p per dimension; the log 2 pi terms cancel
             per_dim = 0.5 * (z * z - log_var - (z - mu) ** 2 * torch.exp(-log_var))
         return torch.clamp(per_dim.mean(dim=0), min=self.config.free_bits).sum()
