@@ -77,8 +77,7 @@ def default_device():
     """The fastest device present: CUDA, else Apple's MPS, else the CPU."""
     if torch.cuda.is_available():
         return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -140,11 +139,6 @@ def resolve_device(device=None):
             )
         return dev
     raise ValueError(f"device {name!r} is not one the course runs on; {have}")
-
-
-def _device(device):
-    """``device`` as a torch.device; None means :func:`default_device`."""
-    return resolve_device(device)
 
 
 def _dtype_name(dtype):
@@ -376,7 +370,7 @@ class TorchVAE(nn.Module):
             )
         elif dtype is not None:
             config = replace(config, dtype=_dtype_name(dtype))
-        device = _device(device)
+        device = resolve_device(device)
         torch_dtype = TORCH_DTYPES[config.dtype]
         _check_device_dtype(device, torch_dtype)
         if params is not None:
