@@ -116,10 +116,7 @@ class History:
 def check_labels(vae, y, n, name="y"):
     """Labels for ``vae``: y (n,) integers in 0..K-1 for a conditional model, returned as
     an int64 copy; None for an unconditional one (which refuses labels). ValueError else."""
-    try:
-        vae._check_y(y, n)
-    except ValueError as err:
-        raise ValueError(str(err).replace("labels y", f"labels {name}")) from None
+    vae._check_y(y, n, name)
     return None if y is None else np.array(y, dtype=np.int64)
 
 

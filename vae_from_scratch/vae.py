@@ -400,26 +400,28 @@ class VAE:
             raise ValueError(f"{name} contains NaN or infinite values")
         return a
 
-    def _check_y(self, y, n):
-        """Labels y (n,) -> their one-hot (n, K) for a conditional model; None otherwise."""
+    def _check_y(self, y, n, name="y"):
+        """Labels y (n,) -> their one-hot (n, K) for a conditional model; None otherwise.
+        Messages call the labels ``name``."""
         k = self.config.n_classes
         if k is None:
             if y is not None:
                 raise ValueError("this VAE is not conditional (n_classes=None): call it "
-                                 "without labels y")
+                                 f"without labels {name}")
             return None
         if y is None:
-            raise ValueError(f"this VAE is conditional (n_classes={k}): pass the labels y, "
-                             f"integers in 0..{k - 1} of shape ({n},)")
+            raise ValueError(f"this VAE is conditional (n_classes={k}): pass the labels "
+                             f"{name}, integers in 0..{k - 1} of shape ({n},)")
         y = np.asarray(y)
         if y.dtype.kind not in "iu":
-            raise ValueError(f"labels y must be integers in 0..{k - 1}, got an array of dtype "
-                             f"{y.dtype}")
+            raise ValueError(f"labels {name} must be integers in 0..{k - 1}, got an array of "
+                             f"dtype {y.dtype}")
         if y.shape != (n,):
-            raise ValueError(f"labels y must have shape ({n},), one per row, got {y.shape}")
+            raise ValueError(f"labels {name} must have shape ({n},), one per row, got "
+                             f"{y.shape}")
         if y.min() < 0 or y.max() >= k:
-            raise ValueError(f"labels y must be in 0..{k - 1}, got values from {y.min()} "
-                             f"to {y.max()}")
+            raise ValueError(f"labels {name} must be in 0..{k - 1}, got values from "
+                             f"{y.min()} to {y.max()}")
         return one_hot(y, k, self.dtype)
 
     # --- the forward pass ------------------------------------------------------------------
