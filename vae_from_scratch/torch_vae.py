@@ -476,9 +476,9 @@ class TorchVAE(nn.Module):
             raise ValueError(f"{name} contains NaN or infinite values")
         return a
 
-    def _check_y(self, y, n):
+    def _check_y(self, y, n, name="y"):
         """Labels (n,) -> one-hot tensor (n, K) on the device for a conditional model."""
-        c = self._reference._check_y(_host(y), n)  # the NumPy model's checks and messages
+        c = self._reference._check_y(_host(y), n, name)  # the NumPy model's checks, messages
         return None if c is None else self._as_tensor(c)
 
     # --- the forward pass (unchecked internals, used by the training step) ----------------
@@ -752,7 +752,8 @@ class TorchBackend:
         compile=False,
     ):
         batch_size = check_batch_size(batch_size)
-        check_binarize(binarize), check_kl_warmup(kl_warmup)  # before the data move
+        # checked before the data move
+        binarize, kl_warmup = check_binarize(binarize), check_kl_warmup(kl_warmup)
         if isinstance(vae, TorchVAE):
             if dtype is not None and _dtype_name(dtype) != vae.config.dtype:
                 raise ValueError(
@@ -766,12 +767,11 @@ class TorchBackend:
         self.config = model.config
         self.device = model.device
         self.x_train = model._check_x(x_train, "x_train")  # on the device, checked once
-        y_train = check_labels(model._reference, _host(y_train), self.x_train.shape[0],
-                               "y_train")
-        self.c_train = model._check_y(y_train, self.x_train.shape[0])  # one-hot, or None
+        n = self.x_train.shape[0]
+        self.c_train = model._check_y(y_train, n, "y_train")  # one-hot, or None
         self.batch_size = batch_size
-        self.binarize = check_binarize(binarize)
-        self.kl_warmup = check_kl_warmup(kl_warmup)
+        self.binarize = binarize
+        self.kl_warmup = kl_warmup
         self.steps_done = 0
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
         params = list(model.parameters())
