@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vae_from_scratch.checkpoint import read_checkpoint, save_checkpoint
+from vae_from_scratch.evaluate import _batches
 from vae_from_scratch.train import (
     EVAL_SEED,
     check_batch_size,
@@ -674,9 +675,7 @@ def negative_elbo(model, x, seed=0, batch_size=1000, y=None):
     np_dtype = np.dtype(model.config.dtype)
     recon_sum = torch.zeros((), dtype=torch.float64, device=model.device)
     kl_sum = torch.zeros((), dtype=torch.float64, device=model.device)
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start : start + batch_size]
-        cb = None if c is None else c[start : start + batch_size]
+    for xb, cb in _batches(x, c, batch_size):
         eps = rng.standard_normal((xb.shape[0], model.latent_dim)).astype(np_dtype)
         recon, kl = model._per_example(xb, model._as_tensor(eps), model.config.kl_mode, cb)
         recon_sum += recon.sum(dtype=torch.float64)
