@@ -38,17 +38,11 @@ LR = 1e-3
 PRINT_EVERY = 25
 
 
-def _labels(y):
-    """Labels as a torch tensor for the torch model, or None (unconditional)."""
-    return None if y is None else torch.from_numpy(y)
-
-
 def _parity(vae, x, eps, device, y=None):
     """Relative differences of loss terms and gradients for one batch."""
     terms_np, grads_np = vae.loss_and_grads(x, eps, y)
     tvae = TorchVAE.from_numpy(vae, device=device)
-    terms = tvae.loss(torch.from_numpy(x).to(device), torch.from_numpy(eps).to(device),
-                      _labels(y))
+    terms = tvae.loss(torch.from_numpy(x).to(device), torch.from_numpy(eps).to(device), y)
     terms.loss.backward()
     out = {
         field: rel_error(getattr(terms_np, field), float(getattr(terms, field).detach()))
@@ -83,8 +77,7 @@ def _trajectory(model, seed, steps, x_train, y_train, device, print_fn):
         terms_np, grads = vae.loss_and_grads(x, eps, y)
         opt_np.step(grads)
         opt_t.zero_grad(set_to_none=True)
-        terms_t = tvae.loss(torch.from_numpy(x).to(device), torch.from_numpy(eps).to(device),
-                            _labels(y))
+        terms_t = tvae.loss(torch.from_numpy(x).to(device), torch.from_numpy(eps).to(device), y)
         terms_t.loss.backward()
         opt_t.step()
         if step % PRINT_EVERY == 0 or step == steps or step == 1:
@@ -134,7 +127,8 @@ def run_compare(seed=0, steps=200, device=None, print_fn=print, conditional=Fals
     pick = rng.permutation(len(data.x_train))[:BATCH_SIZE]
     x, y = data.x_train[pick].astype(np.float64), None if y_train is None else y_train[pick]
     eps = rng.standard_normal((BATCH_SIZE, MODEL["latent_dim"]))
-    print_fn(f"NumPy VAE vs PyTorch VAE: {VAE(**model, seed=seed)!r}, seed {seed}")
+    reference = VAE(**model, seed=seed)  # its repr, parameter shapes and configuration
+    print_fn(f"NumPy VAE vs PyTorch VAE: {reference!r}, seed {seed}")
     print_fn(f"torch {torch.__version__} on {device}\n")
 
     print_fn(
@@ -146,7 +140,7 @@ def run_compare(seed=0, steps=200, device=None, print_fn=print, conditional=Fals
         vae = VAE(**model, seed=seed, dtype=dtype)
         parity[np.dtype(dtype).name] = _parity(vae, x.astype(dtype), eps.astype(dtype), dev, y)
     p64, p32 = parity["float64"], parity["float32"]
-    shapes = VAE(**model, seed=seed).param_shapes()
+    shapes = reference.param_shapes()
     print_fn(f"   {'':26} {'shape':>12} {'float64':>10} {'float32':>10}")
     for field in ("loss", "recon", "kl"):
         print_fn(f"   {field:26} {'':>12} {p64[field]:10.1e} {p32[field]:10.1e}")
@@ -196,7 +190,7 @@ def run_compare(seed=0, steps=200, device=None, print_fn=print, conditional=Fals
         print_fn(f"   {label:14} {value:7.3f} s   ({ratio:.2f}x NumPy's speed)")
     return {
         "seed": seed,
-        "model": VAE(**model).config.to_dict(),
+        "model": reference.config.to_dict(),
         "steps": steps,
         "device": str(device),
         "torch_version": torch.__version__,
