@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vae_from_scratch.conv import Conv2d, ConvTranspose2d, conv2d_output_size
 from vae_from_scratch.layers import ACTIVATIONS, Linear
 
 #: The convolutional architecture's kernel, stride and padding: each layer halves the
@@ -159,8 +160,6 @@ def _forward(layer, params, h, c):
         return h.reshape(h.shape[0], *layer.shape), h.shape
     if kind == "condition":
         return _concat_label(h, c, layer.planes), h.shape[1]
-    from vae_from_scratch.conv import Conv2d, ConvTranspose2d
-
     W, b = params[f"{layer.name}.W"], params[f"{layer.name}.b"]
     if kind == "conv":
         return Conv2d.forward(h, W, b, stride=layer.stride, padding=layer.padding)
@@ -180,8 +179,6 @@ def _backward(layer, d, cache, grads, need_dx):
     if kind == "linear":
         dx, dW, db = Linear.backward(d, cache, need_dx=need_dx)
     else:
-        from vae_from_scratch.conv import Conv2d, ConvTranspose2d
-
         op = Conv2d if kind == "conv" else ConvTranspose2d
         dx, dW, db = op.backward(d, cache, need_dx=need_dx)
     grads[f"{layer.name}.W"], grads[f"{layer.name}.b"] = dW, db
@@ -212,8 +209,6 @@ def dense_layers(prefix, dims, activation):
 def conv_sizes(image_shape, n_layers):
     """Spatial sizes (H, W) after each of the encoder's convolutions, the image's first:
     (28, 28) -> (14, 14) -> (7, 7). Raises ValueError when an image gets too small."""
-    from vae_from_scratch.conv import conv2d_output_size
-
     sizes = [tuple(image_shape[1:])]
     for _ in range(n_layers):
         try:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vae_from_scratch.checkpoint import read_checkpoint, save_checkpoint
+from vae_from_scratch.distributions import _CB_LOG_NORM_SERIES, _CB_MEAN_SERIES, CB_TAYLOR_BELOW
 from vae_from_scratch.evaluate import _batches
 from vae_from_scratch.train import (
     EVAL_SEED,
@@ -223,8 +224,6 @@ def _cb_split(logits):
     with the other entries set to 0, and |l| with the small entries set to the threshold.
     Each branch of a torch.where sees only inputs it handles, so neither branch sends NaN or
     inf back through autograd from the entries it does not own."""
-    from vae_from_scratch.distributions import CB_TAYLOR_BELOW
-
     small = logits.abs() < CB_TAYLOR_BELOW
     l_small = torch.where(small, logits, 0.0)
     a_large = torch.where(small, CB_TAYLOR_BELOW, logits.abs())
@@ -234,8 +233,6 @@ def _cb_split(logits):
 def _cb_log_norm(logits):
     """log C(l) of the continuous Bernoulli, elementwise: log(|l| / tanh(|l|/2)), from its
     Taylor series below CB_TAYLOR_BELOW (distributions.cb_log_norm)."""
-    from vae_from_scratch.distributions import _CB_LOG_NORM_SERIES
-
     small, l, a = _cb_split(logits)
     u = l * l
     taylor = math.log(2.0) + u * _cb_series_in_u(u, _CB_LOG_NORM_SERIES)
@@ -251,8 +248,6 @@ def _continuous_bernoulli_log_prob(x, logits):
 def _continuous_bernoulli_mean(logits):
     """E[x] = 1/(1 - exp(-l)) - 1/l, elementwise; 1/2 + l/12 - ... below CB_TAYLOR_BELOW
     (distributions.continuous_bernoulli_mean)."""
-    from vae_from_scratch.distributions import _CB_MEAN_SERIES
-
     small, l, a = _cb_split(logits)
     taylor = 0.5 + l * _cb_series_in_u(l * l, _CB_MEAN_SERIES)
     e = torch.exp(-a)

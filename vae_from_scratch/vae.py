@@ -30,7 +30,7 @@ import numpy as np
 
 from vae_from_scratch import distributions as dist
 from vae_from_scratch.layers import Linear, sigmoid
-from vae_from_scratch.networks import Layer, build_networks
+from vae_from_scratch.networks import Layer, build_networks, conv_sizes
 
 ACTIVATIONS = ("relu", "tanh")
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
@@ -173,8 +173,6 @@ class VAEConfig:
                 f"width = input_dim = {self.input_dim}; got {shape}"
             )
         self._set("image_shape", shape)
-        from vae_from_scratch.networks import conv_sizes
-
         conv_sizes(shape, len(self.channels))  # raises when the image gets too small
 
     def _resolve_obs_var(self):
