@@ -96,6 +96,10 @@ class Network:
     def __init__(self, layers, in_dim, out_dim):
         self.layers = tuple(layers)
         self.in_dim, self.out_dim = in_dim, out_dim
+        # the first layer with parameters: backward's last step when dx is not needed
+        self._first_with_params = next(
+            (i for i, layer in enumerate(self.layers) if layer.kind in _WITH_PARAMS), None
+        )
 
     def param_shapes(self):
         """dict name -> shape of this network's parameters, in initialisation order."""
@@ -124,12 +128,10 @@ class Network:
         With ``need_dx=False`` (the input is the data, whose gradient is never used) the
         first layer with parameters computes only its own gradients, and None is returned.
         """
-        with_params = [i for i, layer in enumerate(self.layers) if layer.kind in _WITH_PARAMS]
-        first = with_params[0] if with_params else None
         d = dout
         for i in reversed(range(len(self.layers))):
             layer = self.layers[i]
-            skip_dx = not need_dx and i == first
+            skip_dx = not need_dx and i == self._first_with_params
             d = _backward(layer, d, caches[i], grads, need_dx=not skip_dx)
             if skip_dx:
                 return None
