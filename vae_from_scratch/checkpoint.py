@@ -126,15 +126,15 @@ def encode_safetensors(tensors, metadata):
     table, chunks, offset = {}, [], 0
     data_hash = hashlib.sha256()
     for name in order:
-        raw = arrays[name].tobytes()
+        a = arrays[name]  # C-contiguous: its buffer is its bytes, used without a copy
         table[name] = {
-            "dtype": _tag(arrays[name].dtype),
-            "shape": list(arrays[name].shape),
-            "data_offsets": [offset, offset + len(raw)],
+            "dtype": _tag(a.dtype),
+            "shape": list(a.shape),
+            "data_offsets": [offset, offset + a.nbytes],
         }
-        chunks.append(raw)
-        data_hash.update(raw)
-        offset += len(raw)
+        chunks.append(a)
+        data_hash.update(a)
+        offset += a.nbytes
     meta = {**metadata, "format_version": FORMAT_VERSION, "data_sha256": data_hash.hexdigest()}
     if not all(isinstance(v, str) for v in meta.values()):
         raise ValueError("safetensors metadata values must be strings")
@@ -248,7 +248,7 @@ def _read_verified(path, fmt):
         digest = hashlib.sha256()
         for name in sorted(table, key=lambda n: table[n]["data_offsets"]):
             a = tensors[name]
-            digest.update(np.asarray(a, dtype=a.dtype.newbyteorder("<")).tobytes())
+            digest.update(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")))
         if digest.hexdigest() != meta.get("data_sha256"):
             raise CheckpointError(
                 f"{path} is damaged: the checksum of its tensor data does not match"

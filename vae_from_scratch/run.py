@@ -176,9 +176,9 @@ def data_fingerprint(*arrays):
     """SHA-256 of arrays' dtypes, shapes and bytes: a resumed run checks it sees the same data."""
     digest = hashlib.sha256()
     for a in arrays:
-        a = np.ascontiguousarray(a)
+        a = np.ascontiguousarray(a)  # a copy only where ``a`` is not C-contiguous
         digest.update(f"{a.dtype.str}{a.shape}".encode())
-        digest.update(a.tobytes())
+        digest.update(a)  # its buffer, hashed in place: the bytes tobytes() would give
     return digest.hexdigest()
 
 
