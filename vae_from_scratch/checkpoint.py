@@ -71,13 +71,15 @@ class CheckpointError(ValueError):
 # --- writing ------------------------------------------------------------------------------
 
 
-def _json(obj):
-    """The one JSON spelling used in headers: sorted keys, no spaces, ASCII only."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+def _json(obj, default=None):
+    """The one JSON spelling used in headers: sorted keys, no spaces, ASCII only.
+    ``default``: json.dumps' (None: only JSON's own types)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      default=default)
 
 
-def _plain(value):
-    """json.dumps' ``default``: NumPy scalars as Python numbers."""
+def json_default(value):
+    """json.dumps' ``default``: NumPy scalars as Python numbers (also for run.py's JSON)."""
     if isinstance(value, np.bool_):
         return bool(value)
     if isinstance(value, np.integer):
@@ -89,7 +91,7 @@ def _plain(value):
 
 def _metadata_json(obj, what):
     try:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_plain)
+        return _json(obj, default=json_default)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{what} must be JSON-serializable: {err}") from None
 

@@ -35,7 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_from_scratch.checkpoint import CheckpointError, read_state, save_checkpoint, save_state
+from vae_from_scratch.checkpoint import (
+    CheckpointError,
+    json_default,
+    read_state,
+    save_checkpoint,
+    save_state,
+)
 from vae_from_scratch.files import atomic_write_text, remove_stale_temporaries, stale_temporaries
 
 MANIFEST = "run.json"
@@ -292,11 +298,9 @@ class Run:
 
 
 def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+    """json.dumps' ``default`` for a run's JSON files: paths as strings, NumPy scalars as
+    in checkpoint headers."""
+    return str(value) if isinstance(value, Path) else json_default(value)
 
 
 def _lock_folder(folder):
