@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_from_scratch.files import atomic_writer
+from vae_from_scratch.files import atomic_write_bytes
 from vae_from_scratch.vae import VAE, VAEConfig, check_params
 
 FORMAT = "vae-from-scratch"
@@ -148,9 +148,7 @@ def encode_safetensors(tensors, metadata):
 def _write(path, blob):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(path) as f:
-        f.write(blob)
-    return path
+    return atomic_write_bytes(path, blob)
 
 
 def save_checkpoint(path, vae, metadata=None):
