@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from vae_from_scratch import __version__
+from vae_from_scratch.threads import parse_threads
 from vae_from_scratch.vae import (
     ACTIVATIONS,
     ARCHITECTURES,
@@ -219,13 +220,9 @@ def _train_parser(sub):
 
 def _threads(text):
     try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"must be a whole number of threads (0: the libraries' defaults), got {text}")
-    return value
+        return parse_threads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 _THREADS_HELP = ("threads for NumPy's BLAS and PyTorch (default: $VAE_COURSE_THREADS, else "
