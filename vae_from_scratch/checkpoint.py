@@ -270,8 +270,10 @@ def _largest_sizes(value, out):
 
 
 def _config(meta, path):
-    """The configuration in a verified header, refused before anything is allocated for it
-    if two of its sizes make a tensor larger than MAX_TENSOR_ELEMENTS."""
+    """The configuration in a verified header, refused if two of its sizes make a tensor
+    larger than MAX_TENSOR_ELEMENTS. The file's tensors are read by then (the file's size
+    bounds them); all that the configuration sizes comes after it: checking the parameters
+    against it (:func:`_params`) and any model built from it."""
     try:
         config = VAEConfig.from_dict(json.loads(meta["config"]))
     except (KeyError, TypeError, ValueError) as err:
