@@ -100,7 +100,7 @@ def read_manifest(folder):
 
 def _first_existing(path):
     """``path`` or its nearest ancestor that exists (as seen without following a final
-    dangling link), and whether it is ``path`` itself."""
+    dangling link)."""
     for candidate in (path, *path.parents):
         if candidate.exists() or candidate.is_symlink():
             return candidate
@@ -119,7 +119,7 @@ def _check_writable(folder, path):
         ) from None
 
 
-def _describe(folder, manifest):
+def _describe(manifest):
     if manifest is None:
         return "a run of an earlier version"
     return f"a {manifest['status']} run"
@@ -155,7 +155,7 @@ def check_new(folder, overwrite=False):
         raise RunFolderError(
             f"--out {path} is not empty and holds no run ({shown}); choose a new or empty folder"
         )
-    what = _describe(path, manifest)
+    what = _describe(manifest)
     if not overwrite:
         more = ""
         if manifest is not None and manifest["status"] != "finished" and STATE in entries:
