@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_from_scratch.files import atomic_writer
+from vae_from_scratch.files import atomic_write_bytes
 from vae_from_scratch.vae import VAE, VAEConfig, check_params
 
 FORMAT = "vae-from-scratch"
@@ -71,13 +71,15 @@ class CheckpointError(ValueError):
 # --- writing ------------------------------------------------------------------------------
 
 
-def _json(obj):
-    """The one JSON spelling used in headers: sorted keys, no spaces, ASCII only."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+def _json(obj, default=None):
+    """The one JSON spelling used in headers: sorted keys, no spaces, ASCII only.
+    ``default``: json.dumps' (None: only JSON's own types)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      default=default)
 
 
-def _plain(value):
-    """json.dumps' ``default``: NumPy scalars as Python numbers."""
+def json_default(value):
+    """json.dumps' ``default``: NumPy scalars as Python numbers (also for run.py's JSON)."""
     if isinstance(value, np.bool_):
         return bool(value)
     if isinstance(value, np.integer):
@@ -89,7 +91,7 @@ def _plain(value):
 
 def _metadata_json(obj, what):
     try:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_plain)
+        return _json(obj, default=json_default)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{what} must be JSON-serializable: {err}") from None
 
@@ -126,15 +128,15 @@ def encode_safetensors(tensors, metadata):
     table, chunks, offset = {}, [], 0
     data_hash = hashlib.sha256()
     for name in order:
-        raw = arrays[name].tobytes()
+        a = arrays[name]  # C-contiguous: its buffer is its bytes, used without a copy
         table[name] = {
-            "dtype": _tag(arrays[name].dtype),
-            "shape": list(arrays[name].shape),
-            "data_offsets": [offset, offset + len(raw)],
+            "dtype": _tag(a.dtype),
+            "shape": list(a.shape),
+            "data_offsets": [offset, offset + a.nbytes],
         }
-        chunks.append(raw)
-        data_hash.update(raw)
-        offset += len(raw)
+        chunks.append(a)
+        data_hash.update(a)
+        offset += a.nbytes
     meta = {**metadata, "format_version": FORMAT_VERSION, "data_sha256": data_hash.hexdigest()}
     if not all(isinstance(v, str) for v in meta.values()):
         raise ValueError("safetensors metadata values must be strings")
@@ -146,9 +148,7 @@ def encode_safetensors(tensors, metadata):
 def _write(path, blob):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(path) as f:
-        f.write(blob)
-    return path
+    return atomic_write_bytes(path, blob)
 
 
 def save_checkpoint(path, vae, metadata=None):
@@ -248,7 +248,7 @@ def _read_verified(path, fmt):
         digest = hashlib.sha256()
         for name in sorted(table, key=lambda n: table[n]["data_offsets"]):
             a = tensors[name]
-            digest.update(np.asarray(a, dtype=a.dtype.newbyteorder("<")).tobytes())
+            digest.update(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")))
         if digest.hexdigest() != meta.get("data_sha256"):
             raise CheckpointError(
                 f"{path} is damaged: the checksum of its tensor data does not match"
@@ -270,8 +270,10 @@ def _largest_sizes(value, out):
 
 
 def _config(meta, path):
-    """The configuration in a verified header, refused before anything is allocated for it
-    if two of its sizes make a tensor larger than MAX_TENSOR_ELEMENTS."""
+    """The configuration in a verified header, refused if two of its sizes make a tensor
+    larger than MAX_TENSOR_ELEMENTS. The file's tensors are read by then (the file's size
+    bounds them); all that the configuration sizes comes after it: checking the parameters
+    against it (:func:`_params`) and any model built from it."""
     try:
         config = VAEConfig.from_dict(json.loads(meta["config"]))
     except (KeyError, TypeError, ValueError) as err:

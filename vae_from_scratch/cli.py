@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 
 from vae_from_scratch import __version__
+from vae_from_scratch.data import DEFAULT_DEADLINE, DEFAULT_TIMEOUT
+from vae_from_scratch.threads import parse_threads
 from vae_from_scratch.vae import (
     ACTIVATIONS,
     ARCHITECTURES,
@@ -219,13 +221,9 @@ def _train_parser(sub):
 
 def _threads(text):
     try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"must be a whole number of threads (0: the libraries' defaults), got {text}")
-    return value
+        return parse_threads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 _THREADS_HELP = ("threads for NumPy's BLAS and PyTorch (default: $VAE_COURSE_THREADS, else "
@@ -257,10 +255,11 @@ def build_parser():
     d.add_argument("--mirror", action="append", default=None, metavar="URL",
                    help="a base URL to fetch from instead of the built-in mirrors (repeat to "
                    "try several in order)")
-    d.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
-                   help="seconds before a silent connection is given up (default: 30)")
-    d.add_argument("--deadline", type=_seconds, default=600.0, metavar="S",
-                   help="seconds the whole download may take (default: 600)")
+    d.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="S",
+                   help="seconds before a silent connection is given up "
+                   f"(default: {DEFAULT_TIMEOUT:g})")
+    d.add_argument("--deadline", type=_seconds, default=DEFAULT_DEADLINE, metavar="S",
+                   help=f"seconds the whole download may take (default: {DEFAULT_DEADLINE:g})")
 
     st = sub.add_parser("start", help="copy the lessons into your own folder to work in "
                                       "(never overwrites a file there)")

@@ -87,6 +87,9 @@ MNIST_SIZES: dict[str, int] = {
 #: The cap for a file whose size is not pinned.
 MAX_DOWNLOAD_BYTES = 64 << 20
 
+#: Seconds ``download_mnist`` waits on a silent connection before it gives that one up.
+DEFAULT_TIMEOUT = 30.0
+
 #: Seconds a whole ``download_mnist`` may take before it gives up (finished files are kept).
 DEFAULT_DEADLINE = 600.0
 
@@ -423,7 +426,7 @@ def download_mnist(
     dest: str | os.PathLike | None = None,
     mirrors: Sequence[str] = MNIST_MIRRORS,
     files: Mapping[str, str] = MNIST_FILES,
-    timeout: float = 30.0,
+    timeout: float = DEFAULT_TIMEOUT,
     progress: bool = True,
     sizes: Mapping[str, int] | None = None,
     deadline: float = DEFAULT_DEADLINE,

@@ -35,7 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_from_scratch.checkpoint import CheckpointError, read_state, save_checkpoint, save_state
+from vae_from_scratch.checkpoint import (
+    CheckpointError,
+    json_default,
+    read_state,
+    save_checkpoint,
+    save_state,
+)
 from vae_from_scratch.files import atomic_write_text, remove_stale_temporaries, stale_temporaries
 
 MANIFEST = "run.json"
@@ -94,7 +100,7 @@ def read_manifest(folder):
 
 def _first_existing(path):
     """``path`` or its nearest ancestor that exists (as seen without following a final
-    dangling link), and whether it is ``path`` itself."""
+    dangling link)."""
     for candidate in (path, *path.parents):
         if candidate.exists() or candidate.is_symlink():
             return candidate
@@ -113,7 +119,7 @@ def _check_writable(folder, path):
         ) from None
 
 
-def _describe(folder, manifest):
+def _describe(manifest):
     if manifest is None:
         return "a run of an earlier version"
     return f"a {manifest['status']} run"
@@ -149,7 +155,7 @@ def check_new(folder, overwrite=False):
         raise RunFolderError(
             f"--out {path} is not empty and holds no run ({shown}); choose a new or empty folder"
         )
-    what = _describe(path, manifest)
+    what = _describe(manifest)
     if not overwrite:
         more = ""
         if manifest is not None and manifest["status"] != "finished" and STATE in entries:
@@ -176,9 +182,9 @@ def data_fingerprint(*arrays):
     """SHA-256 of arrays' dtypes, shapes and bytes: a resumed run checks it sees the same data."""
     digest = hashlib.sha256()
     for a in arrays:
-        a = np.ascontiguousarray(a)
+        a = np.ascontiguousarray(a)  # a copy only where ``a`` is not C-contiguous
         digest.update(f"{a.dtype.str}{a.shape}".encode())
-        digest.update(a.tobytes())
+        digest.update(a)  # its buffer, hashed in place: the bytes tobytes() would give
     return digest.hexdigest()
 
 
@@ -292,11 +298,9 @@ class Run:
 
 
 def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+    """json.dumps' ``default`` for a run's JSON files: paths as strings, NumPy scalars as
+    in checkpoint headers."""
+    return str(value) if isinstance(value, Path) else json_default(value)
 
 
 def _lock_folder(folder):

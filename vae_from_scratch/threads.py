@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["DEFAULT_THREADS", "ENV_VAR", "limit_threads", "threads_from_env"]
+__all__ = ["DEFAULT_THREADS", "ENV_VAR", "limit_threads", "parse_threads", "threads_from_env"]
 
 #: The environment variable that overrides the default.
 ENV_VAR = "VAE_COURSE_THREADS"
@@ -35,6 +35,19 @@ DEFAULT_THREADS = 1
 _STARTUP_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def parse_threads(text: str) -> int:
+    """``text`` as a number of threads: a whole number >= 0 (0: the libraries' defaults).
+    Raises ValueError (its message to follow the option's name) for anything else."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise ValueError(
+            f"must be a whole number of threads (0: the libraries' defaults), got {text}")
+    return n
+
+
 def threads_from_env(default: int = DEFAULT_THREADS) -> int:
     """``VAE_COURSE_THREADS`` as a number of threads (0: the libraries' defaults), else
     ``default``. Raises ValueError for a value that is not a whole number >= 0."""
@@ -42,13 +55,10 @@ def threads_from_env(default: int = DEFAULT_THREADS) -> int:
     if not text:
         return default
     try:
-        n = int(text)
+        return parse_threads(text)
     except ValueError:
-        n = -1
-    if n < 0:
         raise ValueError(f"{ENV_VAR} must be a whole number of threads (0 for the libraries' "
-                         f"defaults), got {text!r}")
-    return n
+                         f"defaults), got {text!r}") from None
 
 
 def limit_threads(n: int | None = None) -> int:

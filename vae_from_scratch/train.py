@@ -42,26 +42,22 @@ EVAL_SEED = 12345  # fixed noise for test-set evaluation, so epochs compare like
 TRAIN_STREAM = 1  # NumpyBackend(seed=s) draws from default_rng([s, TRAIN_STREAM])
 
 
+def _check_count(value, minimum, message):
+    """``value`` as an int if it is an int or NumPy integer (not a bool) >= ``minimum``;
+    else ValueError(f"{message}, got {value!r}")."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{message}, got {value!r}")
+    return int(value)
+
+
 def check_batch_size(batch_size):
     """A batch size is a positive integer (not a bool, not a float); returns it as int."""
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return int(batch_size)
+    return _check_count(batch_size, 1, "batch_size must be a positive integer")
 
 
 def check_kl_warmup(kl_warmup):
     """KL warm-up is a whole number of steps >= 0 (not a bool, not NaN); returns it as int."""
-    if (
-        isinstance(kl_warmup, bool)
-        or not isinstance(kl_warmup, (int, np.integer))
-        or kl_warmup < 0
-    ):
-        raise ValueError(f"kl_warmup must be a whole number of steps >= 0, got {kl_warmup!r}")
-    return int(kl_warmup)
+    return _check_count(kl_warmup, 0, "kl_warmup must be a whole number of steps >= 0")
 
 
 def check_binarize(binarize):
@@ -84,11 +80,7 @@ def check_order(order, n):
 
 
 def check_steps_done(steps_done):
-    if isinstance(steps_done, bool) or not isinstance(steps_done, (int, np.integer)) or (
-        steps_done < 0
-    ):
-        raise ValueError(f"steps_done must be an integer >= 0, got {steps_done!r}")
-    return int(steps_done)
+    return _check_count(steps_done, 0, "steps_done must be an integer >= 0")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -299,9 +291,7 @@ class LoopState:
 
 
 def _check_epochs(epochs):
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
-    return int(epochs)
+    return _check_count(epochs, 0, "epochs must be an integer >= 0")
 
 
 def fit(

@@ -295,6 +295,7 @@ def _train_in(run, args, ds, test, backend, loop, fingerprint, elapsed):
         return elapsed + time.perf_counter() - started
 
     def save(loop):
+        """Save the resume point and the model; returns the model saved (a NumPy VAE)."""
         vae = backend.to_vae()
         history = loop.history
         run.save(
@@ -305,6 +306,7 @@ def _train_in(run, args, ds, test, backend, loop, fingerprint, elapsed):
             {"epochs": loop.epochs_done, "backend": backend.name,
              "test_nelbo": history.test_nelbo[-1] if history.test_nelbo else None},
         )
+        return vae
 
     def metrics(status, extra=None):
         history = loop.history
@@ -331,9 +333,9 @@ def _train_in(run, args, ds, test, backend, loop, fingerprint, elapsed):
 
     run.set_status("running")
     if args.resume is None:
-        save(loop)  # the starting point: even a run stopped in its first epoch can resume
+        vae = save(loop)  # the starting point: even a run stopped in its first epoch can resume
         print(
-            f"training {backend.to_vae()} on {ds.name} ({len(ds.x_train)} train, "
+            f"training {vae} on {ds.name} ({len(ds.x_train)} train, "
             f"{len(ds.x_test)} test) with the {backend.name} backend for "
             f"{_plural(args.epochs, 'epoch')}; writing {out}/"
         )
