@@ -436,8 +436,9 @@ class TorchVAE(nn.Module):
         return torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)
 
     def _check_x(self, x, name="x"):
-        if not isinstance(x, torch.Tensor):  # the NumPy model's checks and messages
-            return self._as_tensor(self._reference._check_x(x, name))
+        if not isinstance(x, torch.Tensor):
+            self._reference._check_x(x, name)  # the NumPy model's checks and messages
+            return self._as_tensor(x)
         if x.is_complex():
             raise ValueError(f"{name} must hold real numbers, got a tensor of dtype {x.dtype}")
         x = self._as_tensor(x)
