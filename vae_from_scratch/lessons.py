@@ -237,10 +237,15 @@ def _read_solution(path: Path) -> dict:
         raise LessonBuildError(f"{path}: not a readable notebook ({exc})") from exc
 
 
+def _generate(solution_path: Path) -> tuple[dict, bytes]:
+    """The lesson generated from the solution notebook at this path, and its file's bytes."""
+    lesson = make_lesson(_read_solution(solution_path), solution_path.name)
+    return lesson, _dumps(lesson)
+
+
 def lesson_bytes(solution_path: str | Path) -> bytes:
     """The exact bytes of the lesson generated from the solution notebook at this path."""
-    path = Path(solution_path)
-    return _dumps(make_lesson(_read_solution(path), path.name))
+    return _generate(Path(solution_path))[1]
 
 
 def lesson_state(lesson_path: str | Path, solution_path: str | Path | None = None) -> str:
@@ -255,21 +260,35 @@ def lesson_state(lesson_path: str | Path, solution_path: str | Path | None = Non
     if not path.is_file():
         return MISSING
     try:
-        nb = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        data = path.read_bytes()
+    except OSError:
+        return EDITED
+    state = _state(data, None)
+    if state != EDITED or solution_path is None:
+        return state
+    try:  # the solution is read only when the stamp does not settle it
+        generated = make_lesson(_read_solution(Path(solution_path)), Path(solution_path).name)
+    except LessonBuildError:
+        return EDITED
+    return _state(data, generated)
+
+
+def _state(data: bytes | None, generated: dict | None) -> str:
+    """:func:`lesson_state` of a lesson file's bytes (None: there is no file), given the
+    lesson its solution generates (None: judged by the stamp alone)."""
+    if data is None:
+        return MISSING
+    try:
+        nb = json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return EDITED
     if not isinstance(nb, dict):
         return EDITED
     stamp = nb.get("metadata", {}).get(METADATA_KEY)
     if isinstance(stamp, dict) and stamp.get("content_sha256") == _content_hash(nb):
         return PRISTINE
-    if solution_path is not None:
-        try:
-            generated = make_lesson(_read_solution(Path(solution_path)), Path(solution_path).name)
-        except LessonBuildError:
-            return EDITED
-        if _unstamped(nb) == _unstamped(generated):
-            return PRISTINE
+    if generated is not None and _unstamped(nb) == _unstamped(generated):
+        return PRISTINE
     return EDITED
 
 
@@ -348,13 +367,14 @@ def build_lessons(solutions_dir: str | Path = "solutions", lessons_dir: str | Pa
     Returns one :class:`LessonBuild` per solution, sorted by name.
     """
     solutions_dir, lessons_dir = Path(solutions_dir), Path(lessons_dir)
-    generated = [(s, lesson_bytes(s)) for s in _solutions(solutions_dir)]
+    generated = [(s, *_generate(s)) for s in _solutions(solutions_dir)]
     lessons_dir.mkdir(parents=True, exist_ok=True)
     report = []
-    for solution, data in generated:
+    for solution, lesson, data in generated:
         target = lessons_dir / solution.name
-        state = lesson_state(target, solution)
-        if state != MISSING and target.read_bytes() == data:
+        have = target.read_bytes() if target.is_file() else None
+        state = _state(have, lesson)
+        if have == data:
             report.append(LessonBuild(target, "unchanged"))
         elif state == EDITED and not force:
             report.append(LessonBuild(target, "kept"))
@@ -384,15 +404,15 @@ def stale_lessons(solutions_dir: str | Path = "solutions",
         names.add(solution.name)
         target = lessons_dir / solution.name
         try:
-            data = lesson_bytes(solution)
+            lesson, data = _generate(solution)
         except LessonBuildError as exc:
             problems.append(str(exc))
             continue
-        state = lesson_state(target, solution)
+        have = target.read_bytes() if target.is_file() else None
+        state = _state(have, lesson)
         if state == MISSING:
             problems.append(f"{target}: missing (generated from {solution})")
             continue
-        have = target.read_bytes()
         if state == EDITED:
             have = committed_bytes(target)
             if have is None:
