@@ -46,7 +46,6 @@ instead, so a learner who works in ``lessons/`` does not make the check fail.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -217,17 +216,23 @@ def _dumps(nb: dict) -> bytes:
     return (json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _without_hash(nb: dict) -> dict:
-    nb = copy.deepcopy(nb)
-    stamp = nb.get("metadata", {}).get(METADATA_KEY)
-    if isinstance(stamp, dict):
-        stamp.pop("content_sha256", None)
-    return nb
+def _without_stamp(nb: dict, field: str | None = None) -> dict:
+    """``nb`` less its stamp (``METADATA_KEY`` in its metadata), or less that ``field`` of the
+    stamp; ``nb`` itself is left as it is (what changes is copied, the rest shared)."""
+    metadata = nb.get("metadata", {})
+    stamp = metadata.get(METADATA_KEY)
+    if field is None and METADATA_KEY in metadata:
+        metadata = {k: v for k, v in metadata.items() if k != METADATA_KEY}
+    elif field is not None and isinstance(stamp, dict):
+        metadata = {**metadata, METADATA_KEY: {k: v for k, v in stamp.items() if k != field}}
+    else:
+        return nb
+    return {**nb, "metadata": metadata}
 
 
 def _content_hash(nb: dict) -> str:
     """SHA-256 of a notebook's canonical JSON, leaving out the hash field itself."""
-    return hashlib.sha256(_dumps(_without_hash(nb))).hexdigest()
+    return hashlib.sha256(_dumps(_without_stamp(nb, "content_sha256"))).hexdigest()
 
 
 def _read_solution(path: Path) -> dict:
@@ -287,15 +292,9 @@ def _state(data: bytes | None, generated: dict | None) -> str:
     stamp = nb.get("metadata", {}).get(METADATA_KEY)
     if isinstance(stamp, dict) and stamp.get("content_sha256") == _content_hash(nb):
         return PRISTINE
-    if generated is not None and _unstamped(nb) == _unstamped(generated):
+    if generated is not None and _without_stamp(nb) == _without_stamp(generated):
         return PRISTINE
     return EDITED
-
-
-def _unstamped(nb: dict) -> dict:
-    nb = copy.deepcopy(nb)
-    nb.get("metadata", {}).pop(METADATA_KEY, None)
-    return nb
 
 
 def committed_bytes(path: str | Path) -> bytes | None:
