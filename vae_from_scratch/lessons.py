@@ -301,15 +301,10 @@ def committed_bytes(path: str | Path) -> bytes | None:
     """The file's content in the last commit (``git show HEAD:path``), or None where there is
     no git, no repository or no committed version."""
     path = Path(path).resolve()
-    try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent,
-                             capture_output=True, text=True, timeout=30)
-        if top.returncode != 0:
-            return None
-        relative = path.relative_to(Path(top.stdout.strip()).resolve()).as_posix()
-        shown = subprocess.run(["git", "show", f"HEAD:{relative}"], cwd=path.parent,
+    try:  # HEAD:./NAME is NAME in the current directory, wherever the checkout's root is
+        shown = subprocess.run(["git", "show", f"HEAD:./{path.name}"], cwd=path.parent,
                                capture_output=True, timeout=30)
-    except (OSError, ValueError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError):
         return None
     return shown.stdout if shown.returncode == 0 else None
 
