@@ -201,17 +201,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in out:
         if torch_missing and item.get_closest_marker("torch"):
             item.add_marker(pytest.mark.skip(reason="PyTorch is not installed"))
-        reason = edited.get(_notebook_file(item) or item.parent)
+        reason = edited.get(_notebook_file(item))
         if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
     items[:] = out
-
-
-def _is_edited_lesson(path: Path) -> bool:
-    from vae_from_scratch.lessons import EDITED, lesson_state
-
-    return path.parent == ROOT / "lessons" and \
-        lesson_state(path, ROOT / "solutions" / path.name) == EDITED
 
 
 def _what_to_do() -> str:
@@ -223,25 +216,47 @@ def _what_to_do() -> str:
             f"{backup_dir_for(ROOT / 'lessons').name}/).")
 
 
+def _edited_reason(lesson: str) -> str:
+    """The skip reason of the items of ``lesson`` (``lessons/NAME.ipynb``), which a learner
+    edited."""
+    return (f"{lesson} has your edits, so its release check (every exercise 'not done') "
+            f"cannot pass. {_what_to_do()}")
+
+
 def _edited_lessons(notebooks) -> dict:
     """{notebook: skip reason} for the notebooks in lessons/ that a learner edited."""
-    return {
-        notebook: f"lessons/{Path(notebook.path).name} has your edits, so its release check "
-                  f"(every exercise 'not done') cannot pass. {_what_to_do()}"
-        for notebook in notebooks if _is_edited_lesson(Path(notebook.path))
-    }
+    lessons = [n for n in notebooks if Path(n.path).parent == ROOT / "lessons"]
+    if not lessons:
+        return {}
+    from vae_from_scratch.lessons import edited_lessons
+
+    edited = set(edited_lessons(ROOT / "solutions", ROOT / "lessons"))
+    return {n: _edited_reason(f"lessons/{Path(n.path).name}") for n in lessons
+            if Path(n.path) in edited}
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     """Say which lessons were skipped because a learner edited them (under pytest-xdist the
-    skip reasons are not shown without -rs)."""
-    names = {r.nodeid.split("::")[0] for r in terminalreporter.stats.get("skipped", [])
-             if r.nodeid.startswith("lessons/")}
-    edited = sorted(name for name in names if _is_edited_lesson(ROOT / name))
+    skip reasons are not shown without -rs). They are told by their skip reason, which the
+    reports bring back from the workers (this process collects nothing under pytest-xdist)."""
+    edited = set()
+    for report in terminalreporter.stats.get("skipped", []):
+        lesson = report.nodeid.split("::")[0]
+        if _skip_reason(report) == _edited_reason(lesson):
+            edited.add(lesson)
     if edited:
         terminalreporter.section("your lessons")
-        terminalreporter.write_line(f"Skipped, because they have your edits: {', '.join(edited)}.")
+        terminalreporter.write_line("Skipped, because they have your edits: "
+                                    f"{', '.join(sorted(edited))}.")
         terminalreporter.write_line(_what_to_do())
+
+
+def _skip_reason(report) -> str | None:
+    """The reason of a skipped test's report (its longrepr is (file, line, "Skipped: ..."))."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, (tuple, list)) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return None
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -46,7 +46,6 @@ instead, so a learner who works in ``lessons/`` does not make the check fail.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -217,17 +216,23 @@ def _dumps(nb: dict) -> bytes:
     return (json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _without_hash(nb: dict) -> dict:
-    nb = copy.deepcopy(nb)
-    stamp = nb.get("metadata", {}).get(METADATA_KEY)
-    if isinstance(stamp, dict):
-        stamp.pop("content_sha256", None)
-    return nb
+def _without_stamp(nb: dict, field: str | None = None) -> dict:
+    """``nb`` less its stamp (``METADATA_KEY`` in its metadata), or less that ``field`` of the
+    stamp; ``nb`` itself is left as it is (what changes is copied, the rest shared)."""
+    metadata = nb.get("metadata", {})
+    stamp = metadata.get(METADATA_KEY)
+    if field is None and METADATA_KEY in metadata:
+        metadata = {k: v for k, v in metadata.items() if k != METADATA_KEY}
+    elif field is not None and isinstance(stamp, dict):
+        metadata = {**metadata, METADATA_KEY: {k: v for k, v in stamp.items() if k != field}}
+    else:
+        return nb
+    return {**nb, "metadata": metadata}
 
 
 def _content_hash(nb: dict) -> str:
     """SHA-256 of a notebook's canonical JSON, leaving out the hash field itself."""
-    return hashlib.sha256(_dumps(_without_hash(nb))).hexdigest()
+    return hashlib.sha256(_dumps(_without_stamp(nb, "content_sha256"))).hexdigest()
 
 
 def _read_solution(path: Path) -> dict:
@@ -237,10 +242,15 @@ def _read_solution(path: Path) -> dict:
         raise LessonBuildError(f"{path}: not a readable notebook ({exc})") from exc
 
 
+def _generate(solution_path: Path) -> tuple[dict, bytes]:
+    """The lesson generated from the solution notebook at this path, and its file's bytes."""
+    lesson = make_lesson(_read_solution(solution_path), solution_path.name)
+    return lesson, _dumps(lesson)
+
+
 def lesson_bytes(solution_path: str | Path) -> bytes:
     """The exact bytes of the lesson generated from the solution notebook at this path."""
-    path = Path(solution_path)
-    return _dumps(make_lesson(_read_solution(path), path.name))
+    return _generate(Path(solution_path))[1]
 
 
 def lesson_state(lesson_path: str | Path, solution_path: str | Path | None = None) -> str:
@@ -255,43 +265,46 @@ def lesson_state(lesson_path: str | Path, solution_path: str | Path | None = Non
     if not path.is_file():
         return MISSING
     try:
-        nb = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        data = path.read_bytes()
+    except OSError:
+        return EDITED
+    state = _state(data, None)
+    if state != EDITED or solution_path is None:
+        return state
+    try:  # the solution is read only when the stamp does not settle it
+        generated = make_lesson(_read_solution(Path(solution_path)), Path(solution_path).name)
+    except LessonBuildError:
+        return EDITED
+    return _state(data, generated)
+
+
+def _state(data: bytes | None, generated: dict | None) -> str:
+    """:func:`lesson_state` of a lesson file's bytes (None: there is no file), given the
+    lesson its solution generates (None: judged by the stamp alone)."""
+    if data is None:
+        return MISSING
+    try:
+        nb = json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return EDITED
     if not isinstance(nb, dict):
         return EDITED
     stamp = nb.get("metadata", {}).get(METADATA_KEY)
     if isinstance(stamp, dict) and stamp.get("content_sha256") == _content_hash(nb):
         return PRISTINE
-    if solution_path is not None:
-        try:
-            generated = make_lesson(_read_solution(Path(solution_path)), Path(solution_path).name)
-        except LessonBuildError:
-            return EDITED
-        if _unstamped(nb) == _unstamped(generated):
-            return PRISTINE
+    if generated is not None and _without_stamp(nb) == _without_stamp(generated):
+        return PRISTINE
     return EDITED
-
-
-def _unstamped(nb: dict) -> dict:
-    nb = copy.deepcopy(nb)
-    nb.get("metadata", {}).pop(METADATA_KEY, None)
-    return nb
 
 
 def committed_bytes(path: str | Path) -> bytes | None:
     """The file's content in the last commit (``git show HEAD:path``), or None where there is
     no git, no repository or no committed version."""
     path = Path(path).resolve()
-    try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent,
-                             capture_output=True, text=True, timeout=30)
-        if top.returncode != 0:
-            return None
-        relative = path.relative_to(Path(top.stdout.strip()).resolve()).as_posix()
-        shown = subprocess.run(["git", "show", f"HEAD:{relative}"], cwd=path.parent,
+    try:  # HEAD:./NAME is NAME in the current directory, wherever the checkout's root is
+        shown = subprocess.run(["git", "show", f"HEAD:./{path.name}"], cwd=path.parent,
                                capture_output=True, timeout=30)
-    except (OSError, ValueError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError):
         return None
     return shown.stdout if shown.returncode == 0 else None
 
@@ -348,13 +361,14 @@ def build_lessons(solutions_dir: str | Path = "solutions", lessons_dir: str | Pa
     Returns one :class:`LessonBuild` per solution, sorted by name.
     """
     solutions_dir, lessons_dir = Path(solutions_dir), Path(lessons_dir)
-    generated = [(s, lesson_bytes(s)) for s in _solutions(solutions_dir)]
+    generated = [(s, *_generate(s)) for s in _solutions(solutions_dir)]
     lessons_dir.mkdir(parents=True, exist_ok=True)
     report = []
-    for solution, data in generated:
+    for solution, lesson, data in generated:
         target = lessons_dir / solution.name
-        state = lesson_state(target, solution)
-        if state != MISSING and target.read_bytes() == data:
+        have = target.read_bytes() if target.is_file() else None
+        state = _state(have, lesson)
+        if have == data:
             report.append(LessonBuild(target, "unchanged"))
         elif state == EDITED and not force:
             report.append(LessonBuild(target, "kept"))
@@ -384,15 +398,15 @@ def stale_lessons(solutions_dir: str | Path = "solutions",
         names.add(solution.name)
         target = lessons_dir / solution.name
         try:
-            data = lesson_bytes(solution)
+            lesson, data = _generate(solution)
         except LessonBuildError as exc:
             problems.append(str(exc))
             continue
-        state = lesson_state(target, solution)
+        have = target.read_bytes() if target.is_file() else None
+        state = _state(have, lesson)
         if state == MISSING:
             problems.append(f"{target}: missing (generated from {solution})")
             continue
-        have = target.read_bytes()
         if state == EDITED:
             have = committed_bytes(target)
             if have is None:

@@ -34,14 +34,14 @@ def _is_course_root(path: Path) -> bool:
 _PACKAGE_CHECKOUT = Path(__file__).resolve().parents[1]
 
 
-def course_root(cwd: str | Path | None = None) -> Path:
+def course_root() -> Path:
     """The checkout that holds ``lessons/`` and ``solutions/``.
 
-    First the current directory (or ``cwd``) or the nearest folder above it that is one,
-    then the checkout this package was imported from (an editable install). Raises
+    First the current directory or the nearest folder above it that is one, then the
+    checkout this package was imported from (an editable install). Raises
     FileNotFoundError, saying what to do, when neither has the lessons.
     """
-    here = (Path.cwd() if cwd is None else Path(cwd)).resolve()
+    here = Path.cwd().resolve()
     for candidate in (here, *here.parents, _PACKAGE_CHECKOUT):
         if _is_course_root(candidate):
             return candidate
@@ -62,15 +62,14 @@ class StartReport:
     kept: list[Path]
 
 
-def start_course(folder: str | Path | None = None, root: str | Path | None = None,
-                 ) -> StartReport:
+def start_course(folder: str | Path | None = None) -> StartReport:
     """Copy the course's lessons into ``folder`` (default ``<root>/my-lessons``), copying only
     the notebooks that are not there yet; an existing file is never overwritten.
 
-    ``folder`` relative to the current directory; ``root`` the checkout (default:
-    :func:`course_root`).
+    ``folder`` relative to the current directory; the root is the checkout
+    :func:`course_root` finds.
     """
-    root = course_root() if root is None else Path(root).resolve()
+    root = course_root()
     folder = root / DEFAULT_FOLDER if folder is None else Path(folder).resolve()
     if folder == (root / "lessons").resolve():
         raise ValueError("the folder to start in must not be lessons/ itself: pick another, "

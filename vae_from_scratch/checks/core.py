@@ -273,10 +273,13 @@ class Checker:
         for case in cases:
             if not isinstance(case, Case):
                 raise TypeError(f"Checker for exercise {exercise}: cases must be Case objects")
+        size_axes: dict[str, int | tuple[str, int]] = {}  # an int, or (argument, axis)
         for symbol, spec in (sizes or {}).items():
-            if not (isinstance(spec, int) or (isinstance(spec, str) and _SIZE_SPEC.match(spec))):
+            match = _SIZE_SPEC.match(spec) if isinstance(spec, str) else None
+            if not (isinstance(spec, int) or match):
                 raise ValueError(f"Checker for exercise {exercise}: size {symbol!r} must be an "
                                  f"int or look like 'x.shape[0]', got {spec!r}")
+            size_axes[symbol] = (match.group("arg"), int(match.group("axis"))) if match else spec
         self.exercise = exercise
         self.reference = reference
         self.cases = list(cases)
@@ -290,6 +293,7 @@ class Checker:
         self.key_order = list(key_order) if key_order is not None else None
         self.key_order_note = key_order_note
         self.sizes = dict(sizes or {})
+        self._size_axes = size_axes
         _REGISTRY[(exercise, self.name)] = self
 
     @property
@@ -352,7 +356,8 @@ class Checker:
             reason = slips.floating_point_advice(str(exc))
         else:
             reason = f"raised {type(exc).__name__}: {_scrub(str(exc))}"
-        lines = [self._wrong_header(), *self._case_lines(case), f"    {reason}"]
+        named = self._named_arguments(case.args, case.kwargs)
+        lines = [self._wrong_header(), *self._case_lines(named), f"    {reason}"]
         lines += slips.learner_line(exc)
         if isinstance(exc, FloatingPointError) and case.numerics:
             lines.append(f"    (This case: {case.numerics}.)")
@@ -361,17 +366,18 @@ class Checker:
     def _judge(self, case: Case, expected: Any, got: Any, args: tuple,
                kwargs: dict) -> Result | None:
         """None when ``got`` is right and the arguments are unchanged, else the Result."""
+        named = self._named_arguments(case.args, case.kwargs)
         if self.compare is not None:
             reason = self.compare(expected, got)
             mismatches = [] if reason is None else [Mismatch("", reason)]
         else:
-            sizes = self._sizes(case)
+            sizes = self._sizes(case, named)
             found = _mismatches(expected, got, self.rtol, self.atol, (), self.key_order, sizes)
             mismatches = list(islice(found, 1 + 20))
-        changed = self._changed_argument(case, args, kwargs)
+        changed = self._changed_argument(named, args, kwargs)
         if not mismatches and changed is None:
             return None
-        lines = [self._wrong_header(), *self._case_lines(case)]
+        lines = [self._wrong_header(), *self._case_lines(named)]
         detail = ""
         if mismatches:
             first = mismatches[0]
@@ -423,8 +429,8 @@ class Checker:
             named = [(f"argument {i + 1}", a) for i, a in enumerate(args)]
             return named + list(kwargs.items())
 
-    def _case_lines(self, case: Case) -> list[str]:
-        named = self._named_arguments(case.args, case.kwargs)
+    def _case_lines(self, named: list[tuple[str, Any]]) -> list[str]:
+        """The lines that show a case, given its arguments by name (``_named_arguments``)."""
         lines = [f"    for {self.name}({', '.join(n for n, _ in named)}) with"]
         if sum(_count_numbers(v) for _, v in named) > CASE_BUDGET:
             # A big case: its numbers would not help, its shapes do.
@@ -434,22 +440,25 @@ class Checker:
             lines += _labelled(f"{arg_name} =", format_value(value), 6)
         return lines
 
-    def _sizes(self, case: Case) -> dict[str, tuple[int, str]]:
-        """The named sizes of this case: symbol -> (value, where it comes from)."""
-        if not self.sizes:
+    def _sizes(self, case: Case, named: list[tuple[str, Any]] | None = None,
+               ) -> dict[str, tuple[int, str]]:
+        """The named sizes of this case: symbol -> (value, where it comes from). ``named``:
+        the case's arguments by name, where ``_named_arguments`` already gave them."""
+        if not self._size_axes:
             return {}
-        arguments = dict(self._named_arguments(case.args, case.kwargs))
+        if named is None:
+            named = self._named_arguments(case.args, case.kwargs)
+        arguments = dict(named)
         found = {}
-        for symbol, spec in self.sizes.items():
+        for symbol, spec in self._size_axes.items():
             if isinstance(spec, int):
                 found[symbol] = (spec, "")
                 continue
-            match = _SIZE_SPEC.match(spec)
-            value = arguments.get(match.group("arg"))
+            arg, axis = spec
+            value = arguments.get(arg)
             shape = np.shape(value) if value is not None else ()
-            axis = int(match.group("axis"))
             if -len(shape) <= axis < len(shape):
-                found[symbol] = (int(shape[axis]), spec)
+                found[symbol] = (int(shape[axis]), self.sizes[symbol])
         return found
 
     def _output_name(self, keys: tuple) -> str:
@@ -465,9 +474,12 @@ class Checker:
             head = f"[{first!r}]"
         return head + "".join(f"[{k!r}]" for k in rest)
 
-    def _changed_argument(self, case: Case, args: tuple, kwargs: dict) -> str | None:
-        """A sentence naming the first argument the learner's function changed, or None."""
-        before = self._named_arguments(*case.fresh())
+    def _changed_argument(self, before: list[tuple[str, Any]], args: tuple,
+                          kwargs: dict) -> str | None:
+        """A sentence naming the first argument the learner's function changed, or None.
+
+        ``before``: the case's own arguments by name (``_named_arguments``), as they still are
+        (code is only ever handed copies); ``args``, ``kwargs``: the copies it was given."""
         after = self._named_arguments(args, kwargs)
         for (name, old), (_, new) in zip(before, after, strict=False):
             where = slips.changed_part(old, new, name)

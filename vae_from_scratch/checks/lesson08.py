@@ -32,16 +32,13 @@ import numpy as np
 
 from vae_from_scratch import conv
 from vae_from_scratch.checks.core import Case, Checker
-
-
-def _out_size(size, k, stride, padding):
-    return conv.conv2d_output_size(size, k, stride, padding)
+from vae_from_scratch.conv import conv2d_output_size
 
 
 def _im2col(x, kH, kW, stride, padding):
     """x (N, C, H, W) -> cols (N, C*kH*kW, H_out*W_out), the lesson's layout."""
     N, C, H, W = x.shape
-    M = _out_size(H, kH, stride, padding) * _out_size(W, kW, stride, padding)
+    M = conv2d_output_size(H, kH, stride, padding) * conv2d_output_size(W, kW, stride, padding)
     cols = conv.im2col(np.asarray(x), kH, kW, stride, padding)  # (K, M*N), columns (ho, wo, n)
     return np.ascontiguousarray(cols.reshape(C * kH * kW, M, N).transpose(2, 0, 1))
 
@@ -111,7 +108,8 @@ def _conv_case(n, c_in, c_out, h, w, k, stride, padding, with_dout=False):
     W = _x(c_out, c_in, *k)
     if not with_dout:
         return Case(x, W, _x(c_out), stride, padding)
-    dout = _x(n, c_out, _out_size(h, k[0], stride, padding), _out_size(w, k[1], stride, padding))
+    dout = _x(n, c_out, conv2d_output_size(h, k[0], stride, padding),
+              conv2d_output_size(w, k[1], stride, padding))
     return Case(dout, x, W, stride, padding)
 
 
@@ -139,7 +137,7 @@ _COL2IM_SHAPES = [
 
 def _col2im_case(x_shape, k, stride, padding):
     n, c, h, w = x_shape
-    m = _out_size(h, k[0], stride, padding) * _out_size(w, k[1], stride, padding)
+    m = conv2d_output_size(h, k[0], stride, padding) * conv2d_output_size(w, k[1], stride, padding)
     return Case(_x(n, c * k[0] * k[1], m), x_shape, k[0], k[1], stride, padding)
 
 

@@ -16,6 +16,7 @@ Every sentence about a value starts with "It", the value the message has just na
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import sysconfig
@@ -173,6 +174,7 @@ def floating_point_advice(text: str) -> str:
     return f"Your code underflowed in {where}."
 
 
+@functools.cache  # the same for the whole process; asked once per traceback frame
 def _library_dirs() -> tuple[Path, ...]:
     paths = sysconfig.get_paths()
     dirs = {Path(__file__).resolve().parents[1]}  # the vae_from_scratch package
