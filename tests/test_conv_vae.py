@@ -111,7 +111,7 @@ def test_non_square_input_needs_an_image_shape():
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_checkpoints_keep_the_architecture(tmp_path, name):
-    from vae_from_scratch.checkpoint import load_vae, save_checkpoint
+    from vae_from_scratch.course.checkpoint import load_vae, save_checkpoint
 
     vae, x, eps, y = _case(name)
     loaded = load_vae(save_checkpoint(tmp_path / "m.safetensors", vae))

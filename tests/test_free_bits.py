@@ -30,7 +30,7 @@ def _case(kl, free_bits=None, seed=0, dtype=np.float64, **kwargs):
         free_bits = float(low + high) / 2
         assert free_bits > 0.05 and high - low > 0.05
     cfg = {**vae.config.to_dict(), "free_bits": free_bits}
-    from vae_from_scratch.vae import VAEConfig
+    from vae_from_scratch.config import VAEConfig
 
     return VAE(config=VAEConfig.from_dict(cfg), params=vae.params), x, eps, per_dim
 

@@ -14,17 +14,19 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed")
 
-from vae_from_scratch.checkpoint import load_vae, save_checkpoint  # noqa: E402
+from vae_from_scratch.course.checkpoint import (  # noqa: E402
+    load_torch_vae,
+    load_vae,
+    save_checkpoint,
+)
 from vae_from_scratch.evaluate import negative_elbo  # noqa: E402
 from vae_from_scratch.gradcheck import rel_error  # noqa: E402
 from vae_from_scratch.optim import Adam  # noqa: E402
 from vae_from_scratch.torch_vae import (  # noqa: E402
     TorchLossTerms,
     TorchVAE,
-    _adam,
     default_device,
-    load,
-    save,
+    torch_adam,
 )
 from vae_from_scratch.torch_vae import negative_elbo as torch_negative_elbo  # noqa: E402
 from vae_from_scratch.vae import VAE  # noqa: E402
@@ -223,7 +225,7 @@ def test_two_hundred_adam_steps_match_numpy_adam(fused):
     initial = vae.params["enc.0.W"].copy()
     opt_np = Adam(vae.params, lr=1e-2)
     if fused:
-        opt_t = _adam(list(tvae.parameters()), lr=1e-2)
+        opt_t = torch_adam(list(tvae.parameters()), 1e-2)
     else:
         opt_t = torch.optim.Adam(tvae.parameters(), lr=1e-2)
     rng = np.random.default_rng(0)
@@ -309,12 +311,12 @@ def test_checkpoints_cross_between_backends(tmp_path, dtype):
     vae, _, _ = make_case(ALL_PARAMS, dtype)
     # NumPy writes, torch reads
     save_checkpoint(tmp_path / "np.safetensors", vae, {"epoch": 3})
-    tvae = load(tmp_path / "np.safetensors", device="cpu")
+    tvae = load_torch_vae(tmp_path / "np.safetensors", device="cpu")
     assert_same_model(vae, tvae.to_numpy())
     # torch writes, NumPy reads
     with torch.no_grad():
         tvae.params["dec.log_var"].add_(0.125)
-    save(tmp_path / "torch.safetensors", tvae, {"epoch": 4})
+    save_checkpoint(tmp_path / "torch.safetensors", tvae, {"epoch": 4})
     back = load_vae(tmp_path / "torch.safetensors")
     assert_same_model(tvae.to_numpy(), back)
     assert back.params["dec.log_var"][0] == vae.params["dec.log_var"][0] + dtype(0.125)
@@ -390,7 +392,7 @@ def test_parity_on_cuda_in_float64(kwargs):
 
 @pytest.mark.slow  # times a training epoch of each backend on the embedded data
 def test_run_compare_reports_agreement():
-    from vae_from_scratch.compare import run_compare
+    from vae_from_scratch.course.compare import run_compare
 
     lines = []
     result = run_compare(seed=1, steps=30, device="cpu", print_fn=lines.append)
@@ -409,7 +411,7 @@ def test_run_compare_reports_agreement():
 @pytest.mark.lesson08
 @pytest.mark.lesson09
 def test_compare_takes_the_conv_conditional_and_continuous_bernoulli_models(capsys):
-    from vae_from_scratch.cli import main
+    from vae_from_scratch.course.cli import main
 
     code = main(["compare", "--device", "cpu", "--steps", "3", "--architecture", "conv",
                  "--channels", "4,8", "--likelihood", "continuous_bernoulli", "--conditional"])

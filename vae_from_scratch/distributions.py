@@ -205,7 +205,7 @@ def mixture_log_density_backward(dout, z, means, log_vars, logits):
 CB_TAYLOR_BELOW = 1.0
 
 
-def _cb_series(below, tol=2.0**-60):
+def cb_series(below, tol=2.0**-60):
     """Taylor coefficients around l = 0, from the Bernoulli numbers B_2n, exact until the
     final rounding. Returns three tuples of floats, lowest power first, each cut where a
     term at |l| = ``below`` (the Taylor branch's threshold, at most 1.85) falls below ``tol``:
@@ -233,7 +233,9 @@ def _cb_series(below, tol=2.0**-60):
     return log_norm, grad, mean
 
 
-_CB_LOG_NORM_SERIES, _CB_LOG_NORM_GRAD_SERIES, _CB_MEAN_SERIES = _cb_series(CB_TAYLOR_BELOW)
+#: The Taylor coefficients of log C, its derivative and the mean below CB_TAYLOR_BELOW
+#: (:func:`cb_series`); the PyTorch mirror sums the same ones.
+CB_LOG_NORM_SERIES, CB_LOG_NORM_GRAD_SERIES, CB_MEAN_SERIES = cb_series(CB_TAYLOR_BELOW)
 LOG_2 = float(np.log(2.0))
 
 
@@ -326,7 +328,7 @@ def cb_log_norm(logits):
     """
 
     def taylor(l):
-        u, p = _cb_even_series(l, _CB_LOG_NORM_SERIES)
+        u, p = _cb_even_series(l, CB_LOG_NORM_SERIES)
         return LOG_2 + u * p
 
     def closed(l):
@@ -348,7 +350,7 @@ def cb_log_norm_grad(logits):
     """
 
     def taylor(l):
-        return l * _cb_even_series(l, _CB_LOG_NORM_GRAD_SERIES)[1]
+        return l * _cb_even_series(l, CB_LOG_NORM_GRAD_SERIES)[1]
 
     def closed(l):
         a = np.abs(l)
@@ -371,7 +373,7 @@ def continuous_bernoulli_mean(logits):
     def taylor(l):
         # below eps, l/12 is under half an ulp of 1/2 (and l * ... could underflow)
         l_used = np.where(np.abs(l) < np.finfo(l.dtype).eps, 0, l)
-        return 0.5 + l_used * _cb_even_series(l, _CB_MEAN_SERIES)[1]
+        return 0.5 + l_used * _cb_even_series(l, CB_MEAN_SERIES)[1]
 
     def closed(l):
         a = np.abs(l)
@@ -399,3 +401,22 @@ def continuous_bernoulli_log_likelihood_backward(dout, x, logits):
     the data minus the distribution's mean (exponential family: d/dl (x l - A(l))).
     """
     return dout[:, None] * (x - continuous_bernoulli_mean(logits))
+
+
+def continuous_bernoulli_quantile(u, logits):
+    """The inverse of CB(x; l)'s CDF, F(x) = (exp(l x) - 1) / (exp(l) - 1), elementwise:
+    u in [0, 1), logits broadcasting to it -> x in [0, 1], float64. With u ~ U(0, 1) it
+    draws x ~ CB(l).
+
+    x = log1p(u expm1(l)) / l for l <= 1 (no cancellation near l = 0, and expm1(l) is in
+    (-1, e - 1]); for l > 1, where expm1 may overflow, the same number written as
+    x = 1 + log(u + (1 - u) exp(-l)) / l; x = u at l = 0 (the uniform density).
+    """
+    u = np.asarray(u, dtype=np.float64)
+    l = np.broadcast_to(np.asarray(logits, dtype=np.float64), u.shape)
+    x = u.copy()
+    large, mid = l > 1, (l <= 1) & (l != 0)
+    with np.errstate(divide="ignore"):  # u = 0 and exp(-l) = 0 give log 0 = -inf: x = 0
+        x[large] = 1 + np.log(u[large] + (1 - u[large]) * np.exp(-l[large])) / l[large]
+    x[mid] = np.log1p(u[mid] * np.expm1(l[mid])) / l[mid]
+    return np.clip(x, 0.0, 1.0)

@@ -19,7 +19,7 @@ from vae_from_scratch.distributions import logsumexp
 IWAE_ROWS = {"mlp": 10_000, "conv": 1_000}
 
 
-def _batches(x, y, batch_size):
+def batches(x: np.ndarray, y: np.ndarray | None, batch_size: int):
     """(x, y) in consecutive slices of ``batch_size`` rows; y may be None (no labels)."""
     for start in range(0, len(x), batch_size):
         yield x[start : start + batch_size], None if y is None else y[start : start + batch_size]
@@ -31,7 +31,7 @@ def negative_elbo(vae, x, seed=0, batch_size=1000, y=None):
     Returns (nelbo, recon, kl) as floats."""
     rng = np.random.default_rng(seed)
     recon_sum = kl_sum = 0.0
-    for xb, yb in _batches(x, y, batch_size):
+    for xb, yb in batches(x, y, batch_size):
         eps = rng.standard_normal((len(xb), vae.latent_dim)).astype(vae.dtype)
         recon, kl = vae.elbo_terms(xb, eps, yb)
         recon_sum += float(np.sum(recon, dtype=np.float64))
@@ -69,7 +69,7 @@ def iwae_nll(vae, x, k=100, seed=0, batch_size=None, y=None):
     rng = np.random.default_rng(seed)
     batch_size = batch_size or max(1, IWAE_ROWS[vae.config.architecture] // k)
     total = 0.0
-    for xb, yb in _batches(x, y, batch_size):
+    for xb, yb in batches(x, y, batch_size):
         log_w = log_importance_weights(vae, xb, k, rng, yb)
         total += float(np.sum(logsumexp(log_w, axis=1) - np.log(k)))
     return -total / len(x)

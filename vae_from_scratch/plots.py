@@ -1,7 +1,8 @@
 """The course's figures: loss curves, image grids, the 2-D latent space (lesson 05).
 
 Every function returns a matplotlib Figure drawn in the course style (white background,
-dark text: readable in light and dark themes). ``save_figures`` writes them as PNG.
+dark text: readable in light and dark themes). ``vae_from_scratch.course.files.save_figures``
+writes them as PNG files.
 """
 
 from __future__ import annotations
@@ -151,25 +152,3 @@ def latent_manifold(vae, n=15):
     ax.set_yticks(rows / n * (np.arange(n) + 0.5) - 0.5, labels[::-1], fontsize=7)
     ax.set(xlabel="$z_1$", ylabel="$z_2$")
     return fig
-
-
-@_styled
-def save_figures(figures, folder):
-    """Write {name: Figure} as ``folder/name.png`` and close them; returns the paths.
-
-    Each file is written atomically (a crash leaves the old file or the new one)."""
-    import io
-    from pathlib import Path
-
-    import matplotlib.pyplot as plt
-
-    from vae_from_scratch.files import atomic_write_bytes
-
-    folder = Path(folder)
-    paths = []
-    for name, fig in figures.items():
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        plt.close(fig)
-        paths.append(atomic_write_bytes(folder / f"{name}.png", buffer.getvalue()))
-    return paths

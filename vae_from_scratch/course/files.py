@@ -108,3 +108,20 @@ def remove_stale_temporaries(folder, names=None, suffix=TMP_SUFFIX):
             path.unlink()
             removed.append(path)
     return removed
+
+
+def save_figures(figures: dict, folder: str | os.PathLike) -> list[Path]:
+    """Write {name: matplotlib Figure} as ``folder/name.png``, each atomically, and close
+    them; returns the paths."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    paths = []
+    for name, fig in figures.items():
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        plt.close(fig)
+        paths.append(atomic_write_bytes(folder / f"{name}.png", buffer.getvalue()))
+    return paths

@@ -16,7 +16,7 @@ A folder is a run's when it holds ``run.json`` (or, from versions before the man
 only the files such a run wrote). A new run goes into a new or empty folder; a folder
 holding a run is refused unless ``--overwrite``, which first removes the files its manifest
 lists and refuses if the folder holds anything else. Every file is written atomically
-(:mod:`vae_from_scratch.files`), and its name is recorded in the manifest before it is
+(:mod:`vae_from_scratch.course.files`), and its name is recorded in the manifest before it is
 written, so the manifest never misses a file of the run. Leftover temporary files of a
 killed process are removed when a run starts or resumes. While a run trains, its folder
 is locked against a second process (where the system has ``fcntl``).
@@ -35,14 +35,19 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_from_scratch.checkpoint import (
+from vae_from_scratch.course.checkpoint import (
     CheckpointError,
     json_default,
     read_state,
     save_checkpoint,
     save_state,
 )
-from vae_from_scratch.files import atomic_write_text, remove_stale_temporaries, stale_temporaries
+from vae_from_scratch.course.files import (
+    atomic_write_text,
+    remove_stale_temporaries,
+    save_figures,
+    stale_temporaries,
+)
 
 MANIFEST = "run.json"
 STATE = "state.safetensors"
@@ -280,6 +285,12 @@ class Run:
         self.expect(name)
         text = json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n"
         return atomic_write_text(self.folder / name, text)
+
+    def write_figures(self, figures: dict) -> list[Path]:
+        """Write {name: Figure} as ``name.png`` (recorded in the manifest first) and close
+        them; returns the paths."""
+        self.expect(*(f"{name}.png" for name in figures))
+        return save_figures(figures, self.folder)
 
     def save(self, vae, state, metadata, checkpoint_metadata):
         """Save the resume point (``state.safetensors``: the params, ``state`` tree and

@@ -15,7 +15,7 @@ activation, a dtype tag) is a :class:`CheckpointError`, never a different model.
 file is written here, not by the safetensors library, so that the same model always gives
 the same bytes (sorted keys, tensors in a fixed order); it is read back with the
 safetensors library, an independent reader of the same format. Files are written
-atomically (:mod:`vae_from_scratch.files`).
+atomically (:mod:`vae_from_scratch.course.files`).
 
 The same format, with ``format`` set to ``vae-from-scratch-state``, holds the state a run
 needs to resume (:func:`save_state`, :func:`read_state`): the parameters plus a tree of
@@ -31,11 +31,13 @@ import json
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vae_from_scratch.files import atomic_write_bytes
-from vae_from_scratch.vae import VAE, VAEConfig, check_params
+from vae_from_scratch.config import VAEConfig
+from vae_from_scratch.course.files import atomic_write_bytes
+from vae_from_scratch.vae import VAE, check_params
 
 FORMAT = "vae-from-scratch"
 STATE_FORMAT = "vae-from-scratch-state"
@@ -151,9 +153,19 @@ def _write(path, blob):
     return atomic_write_bytes(path, blob)
 
 
-def save_checkpoint(path, vae, metadata=None):
-    """Write ``vae`` (params and config) to ``path`` atomically. ``metadata``: extra
-    JSON-serializable facts (epoch, backend, metrics) stored in the header."""
+def save_checkpoint(path: str | os.PathLike, model: Any,
+                    metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (params and config) to ``path`` atomically; returns the path.
+
+    ``model``: a NumPy :class:`~vae_from_scratch.vae.VAE`, or a
+    :class:`~vae_from_scratch.torch_vae.TorchVAE` (its parameters are copied to the host;
+    the metadata then says ``backend: "torch"`` unless it says otherwise). Either backend
+    reads the file back. ``metadata``: extra JSON-serializable facts (epoch, backend,
+    metrics) stored in the header."""
+    if hasattr(model, "to_numpy"):  # a TorchVAE
+        vae, metadata = model.to_numpy(), {"backend": "torch", **(metadata or {})}
+    else:
+        vae = model
     header = {
         "format": FORMAT,
         "config": _json(vae.config.to_dict()),
@@ -315,10 +327,20 @@ def read_checkpoint(path):
     return _params(tensors, config, path), config, metadata
 
 
-def load_vae(path):
+def load_vae(path: str | os.PathLike) -> VAE:
     """Rebuild the NumPy :class:`VAE` stored in ``path``."""
     params, config, _ = read_checkpoint(path)
     return VAE(config=config, params=params)
+
+
+def load_torch_vae(path: str | os.PathLike, device: Any = None, dtype: Any = None) -> Any:
+    """Rebuild a :class:`~vae_from_scratch.torch_vae.TorchVAE` from a checkpoint written by
+    either backend. The device is checked (``resolve_device``) before the file is read."""
+    from vae_from_scratch.torch_vae import TorchVAE, resolve_device
+
+    device = resolve_device(device)
+    params, config, _ = read_checkpoint(path)
+    return TorchVAE(config=config, params=params, device=device, dtype=dtype)
 
 
 # --- the state of a run -------------------------------------------------------------------
