@@ -12,8 +12,7 @@ import os
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-
+from tests.parity import one_thread, torch  # noqa: F401
 from vae_from_scratch.course.checkpoint import (  # noqa: E402
     load_torch_vae,
     load_vae,
@@ -35,15 +34,6 @@ from vae_from_scratch.train import EVAL_SEED, LoopState, TrainingDiverged, fit  
 from vae_from_scratch.vae import VAE  # noqa: E402
 
 pytestmark = [pytest.mark.lesson06, pytest.mark.torch]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models: one thread is fastest and keeps a busy machine from stalling."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
