@@ -45,9 +45,10 @@ Three measurements (seconds per epoch):
 (c) With ``--compile``: the fast path with ``TorchBackend(compile=True)``, its first epoch
     (which includes compiling) and its steady epochs.
 
-Threads: ``--threads N`` (default 1, the course's default, ``vae_from_scratch.course.threads``)
-for NumPy's BLAS and for torch, on both sides alike; ``--threads 0`` leaves the libraries'
-defaults (one thread per core). On a machine shared with other jobs read the CPU seconds.
+Threads: ``--threads N`` (default 1, the course's default,
+``vae_from_scratch.course.threads``) for NumPy's BLAS and for torch, on both sides alike;
+``--threads 0`` leaves the libraries' defaults (one thread per core). On a machine shared
+with other jobs read the CPU seconds.
 
 See benchmarks/README.md for results.
 """

@@ -196,7 +196,7 @@ def _find_idx_file(folder: Path, stem: str) -> Path | None:
 class MissingDataError(FileNotFoundError):
     """MNIST's IDX files are not in ``folder``; ``missing`` names those absent."""
 
-    def __init__(self, folder: Path, missing: list[str], option: str = "root="):
+    def __init__(self, folder: Path, missing: list[str], option: str = "root=") -> None:
         self.folder, self.missing = folder, list(missing)
         super().__init__(self.explain(option))
 
@@ -334,13 +334,18 @@ def _check_mixture_args(n: int, separation: float, std: float) -> None:
         raise ValueError(f"std must be finite and > 0, got {std!r}")
 
 
-def bimodal_1d(
-    n: int,
-    seed: int = 0,
-    separation: float = 4.0,
-    std: float = 0.5,
-    dtype: type | np.dtype = np.float32,
-) -> np.ndarray:
+def _two_modes(n: int, seed: int, separation: float, std: float, dim: int) -> np.ndarray:
+    """n points around (-separation / 2, 0, ...) and (+separation / 2, 0, ...), a side each
+    with probability 1/2, with N(0, std^2) noise on every axis: (n, dim) float64."""
+    _check_mixture_args(n, separation, std)
+    rng = np.random.default_rng(seed)
+    centres = np.zeros((n, dim))
+    centres[:, 0] = np.where(rng.random(n) < 0.5, -1.0, 1.0) * (separation / 2.0)
+    return centres + std * rng.standard_normal((n, dim))
+
+
+def bimodal_1d(n: int, seed: int = 0, separation: float = 4.0, std: float = 0.5,
+               dtype: type | np.dtype = np.float32) -> np.ndarray:
     """Samples of an equal mixture of two 1-D Gaussians.
 
     The modes sit at ``-separation / 2`` and ``+separation / 2`` (by default -2 and +2),
@@ -350,20 +355,11 @@ def bimodal_1d(
     Returns:
         (n, 1) array of ``dtype``; the same ``seed`` gives the same array.
     """
-    _check_mixture_args(n, separation, std)
-    rng = np.random.default_rng(seed)
-    sign = np.where(rng.random(n) < 0.5, -1.0, 1.0)
-    x = sign * (separation / 2.0) + std * rng.standard_normal(n)
-    return x.reshape(n, 1).astype(dtype)
+    return _two_modes(n, seed, separation, std, 1).astype(dtype)
 
 
-def bimodal_2d(
-    n: int,
-    seed: int = 0,
-    separation: float = 4.0,
-    std: float = 0.5,
-    dtype: type | np.dtype = np.float32,
-) -> np.ndarray:
+def bimodal_2d(n: int, seed: int = 0, separation: float = 4.0, std: float = 0.5,
+               dtype: type | np.dtype = np.float32) -> np.ndarray:
     """Samples of an equal mixture of two isotropic 2-D Gaussian clusters.
 
     The cluster centres are ``(-separation / 2, 0)`` and ``(+separation / 2, 0)`` (by
@@ -374,9 +370,4 @@ def bimodal_2d(
     Returns:
         (n, 2) array of ``dtype``; the same ``seed`` gives the same array.
     """
-    _check_mixture_args(n, separation, std)
-    rng = np.random.default_rng(seed)
-    centres = np.zeros((n, 2))
-    centres[:, 0] = np.where(rng.random(n) < 0.5, -1.0, 1.0) * (separation / 2.0)
-    x = centres + std * rng.standard_normal((n, 2))
-    return x.astype(dtype)
+    return _two_modes(n, seed, separation, std, 2).astype(dtype)

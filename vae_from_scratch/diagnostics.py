@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-def gap_fraction(x, low=-1.0, high=1.0, axis=0):
+def gap_fraction(x: np.ndarray, low: float = -1.0, high: float = 1.0, axis: int = 0) -> float:
     """The share of the rows of ``x`` whose coordinate ``axis`` lies strictly between
     ``low`` and ``high``.
 
@@ -70,7 +70,8 @@ def prior_log_density(vae: VAE, z: np.ndarray) -> np.ndarray:
     return vae.prior.log_prob(params, z)
 
 
-def aggregate_posterior_log_density(z, mu, log_var, batch_size=1024):
+def aggregate_posterior_log_density(z: np.ndarray, mu: np.ndarray, log_var: np.ndarray,
+                                    batch_size: int = 1024) -> np.ndarray:
     """log q(z) for the aggregate posterior q(z) = (1/N) sum_n N(z; mu_n, diag exp(log_var_n)).
 
     z: (M, L) points; mu, log_var: (N, L) the encoder's outputs for N data points.
@@ -95,7 +96,8 @@ def aggregate_posterior_log_density(z, mu, log_var, batch_size=1024):
     return out - math.log(len(mu))
 
 
-def prior_holes(vae, x, n=5000, seed=0, ratio=0.1):
+def prior_holes(vae: VAE, x: np.ndarray, n: int = 5000, seed: int | np.random.Generator = 0,
+                ratio: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``n`` codes z ~ p(z) and mark those that fall in a hole of the aggregate
     posterior of the data ``x`` (N, D): where q(z) < ratio * p(z).
 
@@ -111,7 +113,9 @@ def prior_holes(vae, x, n=5000, seed=0, ratio=0.1):
     return z, log_q < log_p + math.log(ratio)
 
 
-def prior_hole_mass(vae, x, n=5000, seed=0, ratio=0.1):
+def prior_hole_mass(vae: VAE, x: np.ndarray, n: int = 5000,
+                    seed: int | np.random.Generator = 0, ratio: float = 0.1) -> float:
+
     """The prior's mass in holes of the aggregate posterior: the share of ``n`` codes
     z ~ p(z) at which the aggregate posterior of the data ``x`` (N, D) has less than
     ``ratio`` times the prior's density, q(z) < ratio * p(z) (see :func:`prior_holes`).

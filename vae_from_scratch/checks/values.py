@@ -8,7 +8,7 @@ slip's signature is recognised (:mod:`vae_from_scratch.checks.slips`), a hint th
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -68,7 +68,9 @@ def _ordered_keys(expected: Mapping, key_order: Sequence[Any] | None) -> list:
 
 
 def iter_mismatches(expected: Any, got: Any, rtol: float, atol: float, keys: tuple,
-                key_order: Sequence[Any] | None, sizes: Mapping[str, tuple[int, str]]):
+                    key_order: Sequence[Any] | None,
+                    sizes: Mapping[str, tuple[int, str]]) -> Iterator[Mismatch]:
+
     """Every place where ``got`` differs from ``expected``, as Mismatch objects, in order."""
     path = _path_text(keys)
     expected, got = to_plain(expected), to_plain(got)

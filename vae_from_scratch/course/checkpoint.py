@@ -80,7 +80,7 @@ def _json(obj, default=None):
                       default=default)
 
 
-def json_default(value):
+def json_default(value: Any) -> bool | int | float:
     """json.dumps' ``default``: NumPy scalars as Python numbers (also for run.py's JSON)."""
     if isinstance(value, np.bool_):
         return bool(value)
@@ -115,7 +115,7 @@ def _header_digest(table, meta):
     return hashlib.sha256(_json({"metadata": rest, "tensors": table}).encode("ascii")).hexdigest()
 
 
-def encode_safetensors(tensors, metadata):
+def encode_safetensors(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
     """The bytes of a checksummed safetensors file: ``tensors`` name -> array, ``metadata``
     name -> str. Deterministic: the same arrays and metadata give the same bytes."""
     arrays = {}
@@ -319,7 +319,7 @@ def _loads(meta, key, path):
         raise CheckpointError(f"{path} has unreadable {key}: {err}") from err
 
 
-def read_checkpoint(path):
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], VAEConfig, dict]:
     """Read ``path`` -> (params dict, VAEConfig, metadata dict), checking every piece."""
     meta, tensors = _read_verified(path, FORMAT)
     config = _config(meta, path)
@@ -374,7 +374,8 @@ def _unflatten(tree, tensors):
     return tree
 
 
-def save_state(path, vae, state, metadata=None):
+def save_state(path: str | os.PathLike, vae: VAE, state: dict[str, Any],
+               metadata: dict[str, Any] | None = None) -> Path:
     """Write what a run needs to resume, atomically: ``vae``'s params and config, ``state``
     (a tree of str-keyed dicts, lists, JSON values and NumPy arrays) and ``metadata``."""
     tensors = {f"param/{name}": value for name, value in vae.params.items()}
@@ -388,7 +389,8 @@ def save_state(path, vae, state, metadata=None):
     return _write(path, encode_safetensors(tensors, header))
 
 
-def read_state(path):
+def read_state(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], VAEConfig, Any, dict]:
+
     """Read a file of :func:`save_state` -> (params, VAEConfig, state tree, metadata)."""
     meta, tensors = _read_verified(path, STATE_FORMAT)
     config = _config(meta, path)
