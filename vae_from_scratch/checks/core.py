@@ -60,6 +60,7 @@ import pkgutil
 import re
 from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -452,12 +453,13 @@ def _lesson_of(exercise: str) -> int:
 
 
 def _import_lesson_modules(lesson: int | None) -> None:
-    import vae_from_scratch.checks as package
-
-    for info in pkgutil.iter_modules(package.__path__):
+    """Import this package's ``lessonNN`` modules (of one lesson, if given): they register
+    their checkers when imported. Found by file name, beside this module."""
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
         match = re.fullmatch(r"lesson(\d+)", info.name)
         if match and (lesson is None or int(match.group(1)) == lesson):
-            importlib.import_module(f"{package.__name__}.{info.name}")
+            importlib.import_module(f"{__package__}.{info.name}")
+
 
 
 def checkers(lesson: int | None = None, *, examples: bool = False) -> list[Checker]:
