@@ -15,6 +15,7 @@ import argparse
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -92,8 +93,9 @@ def make_backend(args: argparse.Namespace, vae: VAE, ds: Dataset) -> Any:
         vae, *data, options=options, device=args.device)
 
 
-def resume_args(args: argparse.Namespace, argv: list[str],
+def resume_args(args: argparse.Namespace, argv: Sequence[str],
                 saved_argv: list[str]) -> argparse.Namespace:
+
     """The namespace of a resumed run: its saved flags, with a new --epochs if given.
     ValueError for a typed flag that contradicts the saved ones."""
     saved = flags.train_parser().parse_args(saved_argv)
@@ -131,7 +133,7 @@ class Resumed:
     info: dict
 
 
-def reopen(args: argparse.Namespace, argv: list[str]) -> Resumed:
+def reopen(args: argparse.Namespace, argv: Sequence[str]) -> Resumed:
     """Reopen the run of --resume; RunFolderError / ValueError if it cannot continue."""
     if args.overwrite:
         raise ValueError("--overwrite and --resume do not go together")
@@ -182,7 +184,7 @@ def note_versions(saved: dict[str, Any], now: dict[str, Any]) -> None:
         )
 
 
-def cmd_train(args: argparse.Namespace, argv: list[str] = ()) -> int:
+def cmd_train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     """``vae-course train``: check everything, then train in the run folder; returns the
     exit status (0 done, 130 interrupted)."""
     resumed = None
@@ -263,7 +265,8 @@ class TrainingRun:
         return self.elapsed + time.perf_counter() - self.started
 
     def save(self, loop: LoopState | None = None) -> VAE:
-        """Save the resume point and the model; returns the model saved (a NumPy VAE)."""
+        """Save the resume point and the model; returns the model saved (a NumPy VAE).
+        ``loop``: what fit hands to ``on_epoch_end``, this run's own ``self.loop``."""
         vae = self.backend.to_vae()
         history = self.loop.history
         self.run.save(
