@@ -35,8 +35,10 @@ class (plus the configuration that chooses it), never a change to ``VAE``::
                                   dz (N, L) from the decoder, dkl (N,) = dLoss/dkl; writes
                                   its own parameters' gradients (and the prior's) into grads
 
-The VAE calls forward, runs the decoder on z, then calls rate (the PyTorch mirror,
-``torch_vae/bottleneck.py``, has the same methods less backward, called in the same order).
+The VAE calls forward, runs the decoder on z, then calls rate; the training backends and the
+evaluation draw their noise in ``noise_shape``. The PyTorch mirror's twin
+(``torch_vae/bottleneck.py``) has noise_shape, encode, code, forward, rate and charged_kl
+(the charged tensor alone), called in the same order; autograd is its backward.
 The loss is ``mean(recon) + beta * charged``; the figure reported as ``kl`` is ``mean(kl)``.
 Today ``vae.build_parts`` makes a GaussianBottleneck for every configuration; a second
 bottleneck adds a ``bottleneck`` field to VAEConfig (one line, config.py) naming it, and

@@ -37,7 +37,7 @@ def negative_elbo(vae: VAE, x: np.ndarray, seed: int = 0, batch_size: int = 1000
     rng = np.random.default_rng(seed)
     recon_sum = kl_sum = 0.0
     for xb, yb in batches(x, y, batch_size):
-        eps = rng.standard_normal((len(xb), vae.latent_dim)).astype(vae.dtype)
+        eps = rng.standard_normal(vae.bottleneck.noise_shape(len(xb))).astype(vae.dtype)
         recon, kl = vae.elbo_terms(xb, eps, yb)
         recon_sum += float(np.sum(recon, dtype=np.float64))
         kl_sum += float(np.sum(kl, dtype=np.float64))
@@ -55,7 +55,7 @@ def log_importance_weights(vae: VAE, x: np.ndarray, k: int, rng: np.random.Gener
     n = len(x)
     x_rep = np.repeat(x, k, axis=0)  # row i*k + j is example i, sample j
     y_rep = None if y is None else np.repeat(y, k, axis=0)
-    eps = rng.standard_normal((n * k, vae.latent_dim)).astype(vae.dtype)
+    eps = rng.standard_normal(vae.bottleneck.noise_shape(n * k)).astype(vae.dtype)
     recon, kl = vae.elbo_terms(x_rep, eps, y_rep, kl="monte_carlo")
     return -(recon + kl).astype(np.float64).reshape(n, k)
 

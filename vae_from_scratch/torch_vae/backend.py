@@ -138,7 +138,7 @@ class TorchBackend:
         kw = dict(generator=g, device=self.device, dtype=model.dtype)
         if self.options.binarize:
             x = (torch.rand(x.shape, **kw) < x).to(model.dtype)
-        eps = torch.randn((x.shape[0], model.latent_dim), **kw)
+        eps = torch.randn(model.bottleneck.noise_shape(x.shape[0]), **kw)
         # fill_ sets the KL weight without a host-to-device copy or a recompilation
         self._beta.fill_(warmup_beta(model.config.beta, self.steps_done, self.options.kl_warmup))
         self.opt.zero_grad(set_to_none=True)

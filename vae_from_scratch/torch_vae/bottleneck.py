@@ -1,5 +1,7 @@
-"""The bottleneck of :mod:`vae_from_scratch.bottleneck` in PyTorch: the same interface less
-the backward (autograd computes it); see that module for what a bottleneck provides."""
+"""The bottleneck of :mod:`vae_from_scratch.bottleneck` in PyTorch; see that module for what
+a bottleneck provides. The mirror's has no backward (autograd computes it) and no parameters
+of its own to declare or draw (the mirror takes the NumPy model's), and its charged_kl returns
+the charged tensor alone."""
 
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ class TorchGaussianBottleneck:
 
     def __init__(self, config: Any, prior: TorchPrior) -> None:
         self.config, self.prior = config, prior
+
+    def noise_shape(self, n: int) -> tuple[int, int]:
+        return (n, self.config.latent_dim)
 
     def encode(self, params: dict, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h (N, H) -> mu (N, L), log_var (N, L)."""

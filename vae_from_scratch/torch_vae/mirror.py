@@ -385,7 +385,7 @@ def negative_elbo(model: TorchVAE, x: Any, seed: int = 0, batch_size: int = 1000
     recon_sum = torch.zeros((), dtype=torch.float64, device=model.device)
     kl_sum = torch.zeros((), dtype=torch.float64, device=model.device)
     for xb, cb in batches(x, c, batch_size):
-        eps = rng.standard_normal((xb.shape[0], model.latent_dim)).astype(np_dtype)
+        eps = rng.standard_normal(model.bottleneck.noise_shape(xb.shape[0])).astype(np_dtype)
         recon, kl = model.per_example(xb, model.as_tensor(eps), model.config.kl_mode, cb)
         recon_sum += recon.sum(dtype=torch.float64)
         kl_sum += kl.sum(dtype=torch.float64)
