@@ -45,9 +45,10 @@ Three measurements (seconds per epoch):
 (c) With ``--compile``: the fast path with ``TorchBackend(compile=True)``, its first epoch
     (which includes compiling) and its steady epochs.
 
-Threads: ``--threads N`` (default 1, the course's default, ``vae_from_scratch.threads``)
-for NumPy's BLAS and for torch, on both sides alike; ``--threads 0`` leaves the libraries'
-defaults (one thread per core). On a machine shared with other jobs read the CPU seconds.
+Threads: ``--threads N`` (default 1, the course's default,
+``vae_from_scratch.course.threads``) for NumPy's BLAS and for torch, on both sides alike;
+``--threads 0`` leaves the libraries' defaults (one thread per core). On a machine shared
+with other jobs read the CPU seconds.
 
 See benchmarks/README.md for results.
 """
@@ -133,8 +134,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from vae_from_scratch.course.threads import limit_threads  # noqa: E402
 from vae_from_scratch.data import load_mnist  # noqa: E402
-from vae_from_scratch.threads import limit_threads  # noqa: E402
 
 MODELS = {
     "mlp": dict(input_dim=784, hidden_dims=(400,), latent_dim=20),
@@ -365,9 +366,9 @@ def numpy_step_parts(backend, x_train):
     backend.start_epoch()
 
     def input_checks():
-        vae._check_x(x)
-        vae._check_latent(eps, len(x), "eps")
-        vae._check_y(None, len(x))
+        vae.check_x(x)
+        vae.check_latent(eps, len(x), "eps")
+        vae.check_y(None, len(x))
 
     return {
         "NumpyBackend.step": _median_us(lambda: backend.step(0)),
@@ -592,7 +593,7 @@ def dataloader_epoch_fn(architecture, x_train, device, seed):
         for (x,) in loader:
             x = x.to(device)
             eps = torch.randn(x.shape[0], model.latent_dim, device=device)
-            loss, _, _ = model._batch_loss(x, eps, 1.0)  # no input checks, as the fast path
+            loss, _, _ = model.batch_loss(x, eps, 1.0)  # no input checks, as the fast path
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -48,9 +48,9 @@ def worker(args):
     from benchmark import max_rss_bytes
 
     from vae_from_scratch import conv
+    from vae_from_scratch.course.threads import limit_threads
     from vae_from_scratch.data import load_mnist
     from vae_from_scratch.evaluate import iwae_nll
-    from vae_from_scratch.threads import limit_threads
     from vae_from_scratch.vae import VAE
 
     limit_threads(args.threads)
