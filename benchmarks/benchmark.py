@@ -324,7 +324,7 @@ def numpy_epoch_memory(backend, conv, fit):
     import tracemalloc
 
     params = sum(p.nbytes for p in backend.vae.params.values())
-    conv._SCRATCH.arrays.clear()
+    conv._BUFFERS.arrays.clear()
     gc.collect()
     tracemalloc.start()
     fit(backend, epochs=1, progress=False)

@@ -140,7 +140,7 @@ def run_numpy(args):
             dh, _, _ = layer.backward(dh, cache, need_dx=need_dx)
 
     results["stack"] = {"forward+backward": _time(stack, args.repeats, args.warmup)}
-    conv._SCRATCH.arrays.clear()  # so that the peak counts the scratch arrays too
+    conv._BUFFERS.arrays.clear()  # so that the peak counts the scratch arrays too
     tracemalloc.start()
     stack()
     peak = tracemalloc.get_traced_memory()[1]
