@@ -30,6 +30,8 @@ import numpy as np
 
 from vae_from_scratch import distributions as dist
 from vae_from_scratch.checks.core import Case, Checker
+from vae_from_scratch.checks.messages import to_plain
+from vae_from_scratch.checks.values import compare_values
 from vae_from_scratch.vae import one_hot as _package_one_hot
 
 
@@ -69,9 +71,23 @@ def _r(a, decimals=2):
     return np.round(a, decimals) + 0.0
 
 
+def _float_one_hot(expected, got):
+    """9.1's comparison: the values, and a floating-point dtype (the reference's float64
+    or float32)."""
+    got = to_plain(got)
+    if isinstance(got, np.ndarray) and got.dtype.kind in "biu":
+        return (f"It has dtype {got.dtype}: the exercise asks for floats, rows of 0.0 and 1.0 "
+                f"(np.zeros((N, K)) is float64). An integer or boolean one-hot leaves the dtype "
+                "of whatever it is stacked with to NumPy's promotion rules: np.hstack of "
+                "float32 images and an int64 one-hot is float64.")
+    found = compare_values(expected, got)
+    return None if found is None else f"{found.describe()} {found.hint}".strip()
+
+
 one_hot = Checker(
     "9.1",
     reference=_one_hot,
+    compare=_float_one_hot,
     cases=[
         Case(np.array([2, 0, 1]), 3),
         # repeated labels, a class that never occurs, and more classes than max(y) + 1
@@ -103,6 +119,13 @@ softmax_cross_entropy = Checker(
             "logits in the hundreds: exp(800) overflows, and a probability of exp(-998) "
             "underflows to 0 before its log is taken. Subtract each row's largest logit "
             "before exponentiating, and take -log softmax as logsumexp(logits) - logit[y]"
+        ),
+        # rows a thousand apart: the largest logit of the whole batch is no substitute for
+        # each row's (the second row's exponentials all underflow to 0, and log 0 follows)
+        Case(np.array([[1000.0, 999.0, 990.0], [1.0, 0.0, -2.0]]), np.array([1, 0])).strict(
+            "two rows whose largest logits are a thousand apart: subtracting the largest logit "
+            "of the whole batch leaves exp(-1000) = 0 in every entry of the second row, and "
+            "its log is -inf. Subtract each row's own largest logit (axis=1, keepdims=True)"
         ),
     ],
     outputs=("loss", "dlogits"),
