@@ -10,10 +10,11 @@ from vae_from_scratch import distributions as dist
 from vae_from_scratch.checks import core
 from vae_from_scratch.checks import lesson08 as check08
 from vae_from_scratch.checks import lesson09 as check09
+from vae_from_scratch.checks import lesson10 as check10
 from vae_from_scratch.checks.core import PASSED, WRONG, Case, Checker
 from vae_from_scratch.conv import conv2d_output_size
 
-pytestmark = [pytest.mark.lesson08, pytest.mark.lesson09]
+pytestmark = [pytest.mark.lesson08, pytest.mark.lesson09, pytest.mark.lesson10]
 
 
 def _wrong(checker, fn):
@@ -193,7 +194,7 @@ def test_a_flipped_kernel_in_dx_is_named():
     assert "dx is wrong" in message and "kernel rotated by 180 degrees" in message
 
 
-# -- 9.5 / 9.6: numbers that print alike -----------------------------------------------------------
+# -- 10.1 (9.5 before lesson 10 was split off): numbers that print alike ------------------
 
 
 def test_close_numbers_are_printed_with_the_digits_that_tell_them_apart():
@@ -201,7 +202,7 @@ def test_close_numbers_are_printed_with_the_digits_that_tell_them_apart():
         out = dist.cb_log_norm(logits)
         return out + (np.abs(logits) < 1e-6) * 1e-9  # wrong in the 9th digit near 0
 
-    message = _wrong(check09.cb_log_norm, cb_log_norm)
+    message = _wrong(check10.cb_log_norm, cb_log_norm)
     first = message.split("first at index")[1].splitlines()[0]
     expected, got = first.split("expected ")[1].split(", got ")
     got = got.split(" (")[0]
@@ -213,6 +214,6 @@ def test_a_case_with_tiny_inputs_prints_them_instead_of_zeros():
     def cb_log_norm(logits):
         return dist.cb_log_norm(logits) + (np.abs(logits) < 1e-6) * 1e-9
 
-    message = _wrong(check09.cb_log_norm, cb_log_norm)
+    message = _wrong(check10.cb_log_norm, cb_log_norm)
     case_line = next(line for line in message.splitlines() if "logits =" in line)
     assert "1.e-08" in case_line and "-1.e-12" in case_line, case_line

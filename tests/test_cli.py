@@ -407,7 +407,7 @@ def test_train_a_conditional_vae_draws_one_row_per_digit(tmp_path, x_test):
     assert _is_png(out / "samples.png")
 
 
-@pytest.mark.lesson09
+@pytest.mark.lesson10
 def test_train_with_the_continuous_bernoulli_and_free_bits(tmp_path):
     out = _train(tmp_path / "cb", "--likelihood", "continuous_bernoulli", "--free-bits", "0.1",
                  "--limit", "200")
