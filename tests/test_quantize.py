@@ -477,6 +477,17 @@ def test_fsq_rounds_each_channel_to_its_levels(levels):
         np.testing.assert_allclose(z_q[:, i], nearest / ((levels[i] - 1) / 2), atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fsq_keeps_saturated_values_in_the_outermost_levels(dtype):
+    # tanh(z) rounds to exactly 1 for large z: b = L/2 is the outer edge of the last bin
+    z = np.array([[-40.0, 40.0, 40.0, 25.0], [40.0, -40.0, -25.0, 12.0]], dtype=dtype)
+    assert np.tanh(z).max() == 1.0
+    z_q, cache = FSQ.forward(z, (3, 4, 5, 2))
+    np.testing.assert_array_equal(z_q, np.sign(z))
+    np.testing.assert_array_equal(cache.digits, np.where(z > 0, [2, 3, 4, 1], 0))
+    assert fsq_codes(cache).max() < 3 * 4 * 5 * 2
+
+
 def test_fsq_two_levels_is_the_sign():
     z = np.array([[-2.0], [-0.1], [0.3], [4.0]])
     np.testing.assert_array_equal(FSQ.forward(z, (2,))[0], np.sign(z))

@@ -470,7 +470,8 @@ class FSQ:
 
         bounded  b = (L / 2) tanh(z)          in (-L/2, L/2): room for L bins of width 1
         rounded  q = round(b - o) + o         o = 1/2 for even L, 0 for odd: the bin centres
-                                              -(L-1)/2, ..., (L-1)/2, one apart
+                                              -(L-1)/2, ..., (L-1)/2, one apart (clipped to
+                                              them where tanh rounds to +-1)
         output   z_q = q / ((L - 1) / 2)      L evenly spaced values from -1 to 1
 
     (L = 2: z_q = sign(z); L = 3: -1, 0, 1.) Rounding has derivative 0 almost everywhere;
@@ -494,7 +495,9 @@ class FSQ:
         levels = _check_levels(levels, rows.shape[1])
         half_l, offset, half_range = _fsq_constants(levels, rows.dtype)
         t = np.tanh(rows)
-        q = np.round(half_l * t - offset) + offset
+        # tanh rounds to exactly +-1 for |z| > 9 (float32) or 19 (float64): b = +-L/2 then
+        # sits on the outer edge of the outermost bin, and the clip keeps it in that bin
+        q = np.clip(np.round(half_l * t - offset) + offset, -half_range, half_range)
         digits = np.rint(q + half_range).astype(np.int64)
         z_q = from_rows(q / half_range, z.shape)
         slope = (half_l / half_range) * (1.0 - t * t)

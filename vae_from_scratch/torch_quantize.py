@@ -135,7 +135,7 @@ def fsq(z, levels):
     L = torch.tensor(levels, dtype=rows.dtype, device=rows.device)
     offset, half_range = 0.5 * (1 - L % 2), (L - 1) / 2
     b = (L / 2) * torch.tanh(rows)
-    q = torch.round(b - offset) + offset
+    q = torch.minimum(torch.maximum(torch.round(b - offset) + offset, -half_range), half_range)
     st = b + (q - b).detach()
     digits = torch.round(q.detach() + half_range).long()
     codes = torch.zeros(len(rows), dtype=torch.long, device=rows.device)
