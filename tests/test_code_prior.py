@@ -146,8 +146,10 @@ def test_training_learns_what_the_independent_prior_cannot():
     independent = -IndependentPrior.fit(codes, k).log_prob(codes).mean()
     assert independent == pytest.approx(6 * np.log(k), rel=0.02)
     prior = AutoregressivePrior(grid, k, (32,), seed=0, dtype=np.float64)
-    history = train_prior(prior, codes, epochs=40, lr=1e-2, batch_size=100, seed=0)
-    assert history[-1] < history[0]
+    history = train_prior(prior, codes, epochs=40, lr=1e-2, batch_size=100, seed=0,
+                          test_codes=codes[:50])
+    assert history["train"][-1] < history["train"][0] and len(history["test"]) == 40
+    assert history["test"][-1] == pytest.approx(-prior.log_prob(codes[:50]).mean(), rel=1e-12)
     assert -prior.log_prob(codes).mean() < np.log(k) + 0.3
     samples = prior.sample(200, np.random.default_rng(9)).reshape(200, -1)
     assert np.mean(np.all(samples == samples[:, :1], axis=1)) > 0.9

@@ -171,13 +171,16 @@ class AutoregressivePrior:
         return codes.reshape(n, *self.grid_shape)
 
 
-def train_prior(prior, codes, epochs=10, lr=1e-3, batch_size=128, seed=0):
+def train_prior(prior, codes, epochs=10, lr=1e-3, batch_size=128, seed=0, test_codes=None):
     """Fit ``prior`` (an :class:`AutoregressivePrior`) to training codes (N, H, W) with Adam.
-    Returns the mean training loss of each epoch, nats per grid (list of floats)."""
+
+    Returns {"train": the mean training loss of each epoch, "test": the mean -log p of
+    ``test_codes`` after each epoch (empty without them)}, nats per grid.
+    """
     flat = _check_codes(codes, prior.grid_shape, prior.n_codes)
     rng = np.random.default_rng(seed)
     optimizer = Adam(prior.params, lr=lr)
-    history = []
+    history = {"train": [], "test": []}
     for _ in range(epochs):
         order = rng.permutation(len(flat))
         total = 0.0
@@ -186,5 +189,7 @@ def train_prior(prior, codes, epochs=10, lr=1e-3, batch_size=128, seed=0):
             loss, grads = prior.loss_and_grads(batch)
             optimizer.step(grads)
             total += loss * len(batch)
-        history.append(total / len(flat))
+        history["train"].append(total / len(flat))
+        if test_codes is not None:
+            history["test"].append(float(-prior.log_prob(test_codes).mean()))
     return history
