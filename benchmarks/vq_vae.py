@@ -299,9 +299,12 @@ def part_prior(ds, args):
     k = args.codebook_size
     times = {}
     t0 = time.perf_counter()
-    model = VQVAE("vq", k, args.code_dim, codebook_update=args.codebook_update,
-                  channels=args.channels, seed=args.seeds[0])
-    train_vq(model, ds.x_train, args.epochs, args.restart_every, seed=args.seeds[0])
+    model = VQVAE(args.bottleneck, k, args.code_dim, levels=args.levels,
+                  codebook_update=args.codebook_update, channels=args.channels,
+                  seed=args.seeds[0])
+    k = model.n_codes
+    every = args.restart_every if args.bottleneck == "vq" else 0
+    train_vq(model, ds.x_train, args.epochs, every, seed=args.seeds[0])
     times["vq-vae"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     train_codes, test_codes = model.codes(ds.x_train), model.codes(ds.x_test)
@@ -320,12 +323,15 @@ def part_prior(ds, args):
     samples = {
         "uniform prior": rng.integers(0, k, (args.n_samples, *GRID)),
         "independent prior": independent.sample(args.n_samples, rng),
-        "autoregressive prior": prior.sample(args.n_samples, rng),
     }
+    for t in args.temperatures:
+        name = "autoregressive prior" + ("" if t == 1 else f", temperature {t:g}")
+        samples[name] = prior.sample(args.n_samples, rng, temperature=t)
     times["sampling"] = time.perf_counter() - t0
     ln2 = math.log(2)
     result = {
-        "K": k, "D": args.code_dim, "test_recon": model.recon_nats(ds.x_test),
+        "bottleneck": args.bottleneck, "K": k, "D": args.code_dim,
+        "test_recon": model.recon_nats(ds.x_test),
         "test_perplexity": vq.perplexity(test_codes, k),
         "accuracy_on_test": float(np.mean(classify(ds.x_test).argmax(axis=1) == ds.y_test)),
         "max_prob": {"real test digits": max_probability(classify(ds.x_test)),
@@ -355,7 +361,7 @@ def part_lesson(ds, args):
     models = {}
     for name, (bottleneck, update, every) in runs.items():
         t0, c0 = time.perf_counter(), time.process_time()
-        model = VQVAE(bottleneck, k, args.code_dim, levels=args.lesson_levels,
+        model = VQVAE(bottleneck, k, args.code_dim, levels=args.levels,
                       codebook_update=update, channels=args.channels, seed=seed)
         hist = train_vq(model, ds.x_train, args.epochs, every, seed=seed)
         times[f"train {name}"] = time.perf_counter() - t0
@@ -381,8 +387,10 @@ def part_lesson(ds, args):
     cpu["classifier"] = time.process_time() - c0
     rng = np.random.default_rng(seed + 10)
     t0, c0 = time.perf_counter(), time.process_time()
-    samples = {"independent prior": independent.sample(args.n_samples, rng),
-               "autoregressive prior": prior.sample(args.n_samples, rng)}
+    samples = {"independent prior": independent.sample(args.n_samples, rng)}
+    for t in args.temperatures:
+        name = "autoregressive prior" + ("" if t == 1 else f", temperature {t:g}")
+        samples[name] = prior.sample(args.n_samples, rng, temperature=t)
     times["sampling"] = time.perf_counter() - t0
     cpu["sampling"] = time.process_time() - c0
     out["max_prob"] = {"real test digits": max_probability(classify(ds.x_test))}
@@ -404,8 +412,8 @@ def main():
     parser.add_argument("--codebook-size", type=int, default=16)
     parser.add_argument("--code-dim", type=int, default=16)
     parser.add_argument("--codebook-update", choices=("grad", "ema"), default="grad")
-    parser.add_argument("--restart-every", type=int, default=32,
-                        help="steps between dead-code restarts (32: once an epoch); 0: never")
+    parser.add_argument("--restart-every", type=int, default=8,
+                        help="steps between dead-code restarts (32 is once an epoch); 0: never")
     parser.add_argument("--variants", nargs="*", default=[],
                         help="the collapse part's variants to run (default: all four), e.g. "
                              "'gradient + restarts'")
@@ -416,8 +424,13 @@ def main():
     parser.add_argument("--prior-epochs", type=int, default=20)
     parser.add_argument("--prior-lr", type=float, default=1e-3)
     parser.add_argument("--n-samples", type=int, default=1000)
-    parser.add_argument("--lesson-levels", type=int, nargs="+", default=[4, 4],
-                        help="FSQ levels of the lesson part (prod = the codebook size)")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0],
+                        help="sampling temperatures of the autoregressive prior")
+    parser.add_argument("--bottleneck", choices=("vq", "fsq"), default="vq",
+                        help="the quantizer of the prior part")
+    parser.add_argument("--levels", type=int, nargs="+", default=[4, 4],
+                        help="FSQ levels of the prior and lesson parts (their product is the "
+                             "number of codes)")
     parser.add_argument("--out", help="write the figures to this JSON file")
     args = parser.parse_args()
     ds = load_mnist()
