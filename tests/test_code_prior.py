@@ -165,7 +165,7 @@ def test_codes_are_checked():
 
 def test_torch_autograd_agrees():
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-    from vae_from_scratch.torch_made import TorchMADE
+    from vae_from_scratch.torch_vae.made import TorchMADE
 
     prior = _prior((2, 3), 3, (12,))
     codes = np.random.default_rng(10).integers(0, 3, (5, 2, 3))

@@ -14,9 +14,9 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed")
 
 from vae_from_scratch import distributions as dist  # noqa: E402
 from vae_from_scratch import quantize as vq  # noqa: E402
-from vae_from_scratch import torch_quantize as tq  # noqa: E402
 from vae_from_scratch.gradcheck import rel_error  # noqa: E402
 from vae_from_scratch.networks import Layer, Network  # noqa: E402
+from vae_from_scratch.torch_vae import quantize as tq  # noqa: E402
 
 pytestmark = [pytest.mark.lesson11, pytest.mark.torch]
 

@@ -17,7 +17,7 @@ import numpy as np
 __all__ = ["log_softmax", "sample", "softmax_cross_entropy"]
 
 
-def log_softmax(logits):
+def log_softmax(logits: np.ndarray) -> np.ndarray:
     """log softmax over the last axis: logits (..., K) -> (..., K),
     logits - logsumexp(logits), with the row maximum subtracted before exponentiating."""
     logits = np.asarray(logits)
@@ -34,7 +34,7 @@ def _check_labels(y, n, k):
     return y
 
 
-def softmax_cross_entropy(logits, y):
+def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     """The mean over the batch of -log softmax(logits)[y], and its gradient.
 
     logits (N, K), y (N,) integers in 0..K-1 -> (loss, dlogits): loss a float, dlogits (N, K)
@@ -54,7 +54,8 @@ def softmax_cross_entropy(logits, y):
     return loss, dlogits / n
 
 
-def sample(logits, rng, temperature=1.0):
+def sample(logits: np.ndarray, rng: np.random.Generator,
+           temperature: float = 1.0) -> np.ndarray:
     """One class per row drawn from softmax(logits / temperature): logits (..., K) -> (...,)
     int64. Inverse-CDF sampling: the first class whose cumulative probability exceeds a
     uniform draw. temperature < 1 sharpens the distribution, > 1 flattens it."""

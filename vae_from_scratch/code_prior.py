@@ -23,6 +23,8 @@ the prior's ``grid_shape``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +56,7 @@ class IndependentPrior:
     log_probs (P, K): each position's log-probabilities; grid_shape (H, W) with H*W = P.
     """
 
-    def __init__(self, log_probs, grid_shape):
+    def __init__(self, log_probs: np.ndarray, grid_shape: Sequence[int]) -> None:
         self.log_probs = np.asarray(log_probs, dtype=np.float64)
         self.grid_shape = tuple(grid_shape)
         if self.log_probs.ndim != 2 or self.log_probs.shape[0] != math.prod(self.grid_shape):
@@ -62,11 +64,11 @@ class IndependentPrior:
                              f"positions, got shape {self.log_probs.shape}")
 
     @property
-    def n_codes(self):
+    def n_codes(self) -> int:
         return self.log_probs.shape[1]
 
     @classmethod
-    def fit(cls, codes, n_codes, alpha=1.0):
+    def fit(cls, codes: np.ndarray, n_codes: int, alpha: float = 1.0) -> IndependentPrior:
         """The maximum-likelihood fit with ``alpha`` pseudo-counts per code and position
         (Laplace smoothing: a code never seen at a position keeps a probability > 0, so a
         test grid never costs infinitely many nats). codes (N, H, W)."""
@@ -78,12 +80,12 @@ class IndependentPrior:
         np.add.at(counts, (np.broadcast_to(np.arange(flat.shape[1]), flat.shape), flat), 1.0)
         return cls(np.log(counts / counts.sum(axis=1, keepdims=True)), codes.shape[1:])
 
-    def log_prob(self, codes):
+    def log_prob(self, codes: np.ndarray) -> np.ndarray:
         """log p(codes) in nats: codes (N, H, W) or (N, P) -> (N,)."""
         flat = _check_codes(codes, self.grid_shape, self.n_codes)
         return self.log_probs[np.arange(flat.shape[1]), flat].sum(axis=1)
 
-    def sample(self, n, rng):
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n grids, every position drawn on its own: (n, H, W) int64."""
         logits = np.broadcast_to(self.log_probs, (n, *self.log_probs.shape))
         return categorical.sample(logits, rng).reshape(n, *self.grid_shape)
@@ -104,8 +106,9 @@ class AutoregressivePrior:
     scores a whole grid, and sampling needs P passes, one per position.
     """
 
-    def __init__(self, grid_shape=(7, 7), n_codes=16, hidden_sizes=(512,), *, seed=0,
-                 dtype=np.float32, name="code_prior"):
+    def __init__(self, grid_shape: Sequence[int] = (7, 7), n_codes: int = 16,
+                 hidden_sizes: Sequence[int] = (512,), *, seed: int = 0, dtype: Any = np.float32,
+                 name: str = "code_prior") -> None:
         self.grid_shape = tuple(grid_shape)
         self.n_codes = int(n_codes)
         if self.n_codes < 2:
@@ -119,10 +122,10 @@ class AutoregressivePrior:
         self.params = {k: v.astype(self.dtype) for k, v in params.items()}
 
     @property
-    def n_positions(self):
+    def n_positions(self) -> int:
         return math.prod(self.grid_shape)
 
-    def one_hot(self, codes):
+    def one_hot(self, codes: np.ndarray) -> np.ndarray:
         """codes (N, H, W) or (N, P) -> the network's input (N, P*K): 1 at p*K + codes[p]."""
         flat = _check_codes(codes, self.grid_shape, self.n_codes)
         n, p = flat.shape
@@ -130,18 +133,18 @@ class AutoregressivePrior:
         x[np.arange(n)[:, None], np.arange(p) * self.n_codes + flat] = 1.0
         return x
 
-    def logits(self, codes):
+    def logits(self, codes: np.ndarray) -> np.ndarray:
         """The logits of every position given the positions before it: codes -> (N, P, K)."""
         out, _ = self.made.forward(self.params, self.one_hot(codes))
         return out.reshape(len(out), self.n_positions, self.n_codes)
 
-    def log_prob(self, codes):
+    def log_prob(self, codes: np.ndarray) -> np.ndarray:
         """log p(codes) in nats: codes (N, H, W) or (N, P) -> (N,)."""
         flat = _check_codes(codes, self.grid_shape, self.n_codes)
         log_p = categorical.log_softmax(self.logits(flat).astype(np.float64))
         return np.take_along_axis(log_p, flat[:, :, None], axis=2)[:, :, 0].sum(axis=1)
 
-    def loss_and_grads(self, codes):
+    def loss_and_grads(self, codes: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         """(loss, grads): loss the mean over the batch of -log p(codes), in nats per grid,
         i.e. the softmax cross-entropy summed over positions; grads has the keys and shapes
         of ``params``.
@@ -158,7 +161,8 @@ class AutoregressivePrior:
         self.made.backward((p * dlogits).reshape(out.shape), cache, grads, need_dx=False)
         return p * loss, {k: grads[k].astype(self.dtype, copy=False) for k in self.params}
 
-    def sample(self, n, rng, temperature=1.0):
+    def sample(self, n: int, rng: np.random.Generator,
+               temperature: float = 1.0) -> np.ndarray:
         """n grids drawn position by position in raster order: (n, H, W) int64.
 
         Position i is drawn from softmax(logits_i / temperature) given the positions already
@@ -171,7 +175,9 @@ class AutoregressivePrior:
         return codes.reshape(n, *self.grid_shape)
 
 
-def train_prior(prior, codes, epochs=10, lr=1e-3, batch_size=128, seed=0, test_codes=None):
+def train_prior(prior: AutoregressivePrior, codes: np.ndarray, epochs: int = 10,
+                lr: float = 1e-3, batch_size: int = 128, seed: int = 0,
+                test_codes: np.ndarray | None = None) -> dict[str, list[float]]:
     """Fit ``prior`` (an :class:`AutoregressivePrior`) to training codes (N, H, W) with Adam.
 
     Returns {"train": the mean training loss of each epoch, "test": the mean -log p of

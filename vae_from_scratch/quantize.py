@@ -52,7 +52,9 @@ quantization** (Mentzer et al. 2023; :class:`FSQ`), which needs no codebook at a
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +104,7 @@ def _float_array(a, name):
     return a
 
 
-def to_rows(z):
+def to_rows(z: np.ndarray) -> np.ndarray:
     """A grid of vectors as rows: z (N, D, H, W) -> (N*H*W, D), row (n*H + h)*W + w holding
     z[n, :, h, w]; rows (M, D) are returned as they are."""
     z = _float_array(z, "z")
@@ -113,7 +115,7 @@ def to_rows(z):
     return z.transpose(0, 2, 3, 1).reshape(-1, z.shape[1])
 
 
-def from_rows(rows, shape):
+def from_rows(rows: np.ndarray, shape: tuple) -> np.ndarray:
     """The inverse of :func:`to_rows`: rows (N*H*W, D) -> (N, D, H, W) for ``shape`` = (N, D, H,
     W); for a 2-D ``shape`` the rows themselves."""
     if len(shape) == 2:
@@ -156,7 +158,7 @@ def _check_codes(codes, shape, k):
 # -- the vector quantizer ---------------------------------------------------------------------
 
 
-def squared_distances(z, codebook):
+def squared_distances(z: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     """||z_m - e_k||^2 for every row and every codebook vector: z (M, D), codebook (K, D) ->
     (M, K).
 
@@ -173,13 +175,13 @@ def squared_distances(z, codebook):
     return np.maximum(d, 0.0, out=d)
 
 
-def nearest_codes(z, codebook):
+def nearest_codes(z: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     """The index of the nearest codebook vector for each row: z (M, D) -> (M,) int64 (ties go
     to the lower index)."""
     return np.argmin(squared_distances(z, codebook), axis=1)
 
 
-def lookup(codes, codebook):
+def lookup(codes: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     """Codebook vectors for given codes: codes (N, H, W) -> (N, D, H, W), codes (M,) -> (M, D).
     Decodes a grid of codes drawn from a prior."""
     codes = np.asarray(codes)
@@ -208,7 +210,7 @@ class VectorQuantizer:
     """The nearest codebook vector at each position, with the straight-through gradient."""
 
     @staticmethod
-    def forward(z_e, codebook):
+    def forward(z_e: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, VQCache]:
         """z_e (N, D, H, W) or (M, D), codebook (K, D) -> z_q (shape of z_e), cache.
 
         z_q[n, :, h, w] = codebook[k] with k = argmin_k ||z_e[n, :, h, w] - codebook[k]||^2;
@@ -222,7 +224,7 @@ class VectorQuantizer:
         return z_q, VQCache(codes.reshape(_codes_shape(z_e.shape)), z_e.shape)
 
     @staticmethod
-    def backward(dz_q, cache):
+    def backward(dz_q: np.ndarray, cache: VQCache) -> np.ndarray:
         """dz_q (shape of z_e) -> dz_e, the straight-through estimate: dz_q itself.
 
         The true derivative dz_q/dz_e is 0 almost everywhere. The estimator is the exact
@@ -262,7 +264,7 @@ def _row_weights(dout, n_rows, positions, dtype):
     return np.repeat(dout, positions)[:, None]
 
 
-def codebook_loss(z_e, codebook, codes):
+def codebook_loss(z_e: np.ndarray, codebook: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """||sg[z_e] - e_k||^2 summed over D and each example's positions -> (N,).
 
     z_e (N, D, H, W) or (M, D) (then each row is an example), codebook (K, D), codes of the
@@ -272,7 +274,8 @@ def codebook_loss(z_e, codebook, codes):
     return _per_example(np.sum(err * err, axis=1), positions)
 
 
-def codebook_loss_backward(dout, z_e, codebook, codes):
+def codebook_loss_backward(dout: np.ndarray, z_e: np.ndarray, codebook: np.ndarray,
+                           codes: np.ndarray) -> np.ndarray:
     """dout (N,) -> dcodebook (K, D); z_e gets no gradient (it sits inside the stop-gradient).
 
     d/de_j sum over positions with code j of ||z - e_j||^2 = sum of 2 (e_j - z) over the
@@ -285,14 +288,15 @@ def codebook_loss_backward(dout, z_e, codebook, codes):
     return dcodebook
 
 
-def commitment_loss(z_e, codebook, codes):
+def commitment_loss(z_e: np.ndarray, codebook: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """||z_e - sg[e_k]||^2 summed over D and each example's positions -> (N,); the training
     loss weighs it by beta (:data:`COMMITMENT_BETA`). Its gradient reaches z_e only: it keeps
     the encoder's outputs near the codes they chose, so they do not grow away from them."""
     return codebook_loss(z_e, codebook, codes)  # the same number; the gradients differ
 
 
-def commitment_loss_backward(dout, z_e, codebook, codes):
+def commitment_loss_backward(dout: np.ndarray, z_e: np.ndarray, codebook: np.ndarray,
+                             codes: np.ndarray) -> np.ndarray:
     """dout (N,) -> dz_e (shape of z_e) = 2 dout_n (z_e - e_k) at each position; the codebook
     gets no gradient (it sits inside the stop-gradient)."""
     err, flat, positions = _errors(z_e, codebook, codes)
@@ -303,7 +307,7 @@ def commitment_loss_backward(dout, z_e, codebook, codes):
 # -- the codebook by exponential moving averages ---------------------------------------------
 
 
-def ema_init(codebook, count=1.0):
+def ema_init(codebook: np.ndarray, count: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """The moving averages of :func:`ema_update` for a fresh codebook (K, D): cluster_size
     (K,) = ``count`` and embed_sum (K, D) = count * codebook, as if each code were the mean of
     ``count`` encoder outputs at its own position (so that embed_sum / cluster_size is the
@@ -316,7 +320,7 @@ def ema_init(codebook, count=1.0):
     return np.full(codebook.shape[0], count, dtype=codebook.dtype), count * codebook
 
 
-def code_counts(codes, k):
+def code_counts(codes: np.ndarray, k: int) -> np.ndarray:
     """How often each of the K codes occurs in ``codes`` (any shape): (K,) int64."""
     codes = np.asarray(codes).reshape(-1)
     if codes.dtype.kind not in "iu":
@@ -327,7 +331,9 @@ def code_counts(codes, k):
     return np.bincount(codes, minlength=k)
 
 
-def ema_update(cluster_size, embed_sum, z_e, codes, decay=EMA_DECAY, eps=EMA_EPS):
+def ema_update(cluster_size: np.ndarray, embed_sum: np.ndarray, z_e: np.ndarray,
+               codes: np.ndarray, decay: float = EMA_DECAY,
+               eps: float = EMA_EPS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One step of the codebook by exponential moving averages (van den Oord et al. 2017,
     appendix A.1). Returns the new (codebook (K, D), cluster_size (K,), embed_sum (K, D)).
 
@@ -377,7 +383,7 @@ def ema_update(cluster_size, embed_sum, z_e, codes, decay=EMA_DECAY, eps=EMA_EPS
 # -- codebook usage ----------------------------------------------------------------------------
 
 
-def perplexity(codes, k):
+def perplexity(codes: np.ndarray, k: int) -> float:
     """exp(entropy) of the codes' empirical distribution, in 1..K: K when every code is used
     equally often, 1 when one code takes everything (codebook collapse). codes: any shape.
 
@@ -391,7 +397,9 @@ def perplexity(codes, k):
     return float(np.exp(-np.sum(p * np.log(p))))
 
 
-def restart_dead_codes(codebook, counts, z_e, rng, threshold=1.0):
+def restart_dead_codes(codebook: np.ndarray, counts: np.ndarray, z_e: np.ndarray,
+                       rng: np.random.Generator,
+                       threshold: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Re-seed the codes used fewer than ``threshold`` times with encoder outputs.
 
     codebook (K, D); counts (K,): each code's use since the last restart (:func:`code_counts`
@@ -420,7 +428,7 @@ def restart_dead_codes(codebook, counts, z_e, rng, threshold=1.0):
 # -- the rate ------------------------------------------------------------------------------------
 
 
-def rate_bits(n_codes, positions=49):
+def rate_bits(n_codes: int, positions: int = 49) -> float:
     """Bits per image of a grid of ``positions`` codes from ``n_codes`` possibilities, under the
     uniform prior: positions * log2(n_codes). It is the KL(q || p) of the one-hot posterior
     (log K nats per position), in bits: 49 log2 K on a 7 x 7 grid. For FSQ, n_codes is the
@@ -488,7 +496,7 @@ class FSQ:
     """
 
     @staticmethod
-    def forward(z, levels):
+    def forward(z: np.ndarray, levels: Sequence[int]) -> tuple[np.ndarray, FSQCache]:
         """z (N, d, H, W) or (M, d), levels: d ints >= 2 -> z_q (shape of z), cache."""
         z = _float_array(z, "z")
         rows = to_rows(z)
@@ -504,7 +512,7 @@ class FSQ:
         return z_q, FSQCache(slope, digits, z.shape, levels)
 
     @staticmethod
-    def backward(dz_q, cache):
+    def backward(dz_q: np.ndarray, cache: FSQCache) -> np.ndarray:
         """dz_q (shape of z) -> dz (shape of z): straight through the rounding, exactly
         through the bounding: dz = dz_q L / (L - 1) (1 - tanh^2 z)."""
         dz_q = _float_array(dz_q, "dz_q")
@@ -513,7 +521,7 @@ class FSQ:
         return from_rows(to_rows(dz_q) * cache.slope, cache.shape)
 
 
-def fsq_codes(cache):
+def fsq_codes(cache: FSQCache) -> np.ndarray:
     """Each position's code from :meth:`FSQ.forward`'s cache: (N, H, W) (or (M,)) ints in
     0..prod(levels) - 1, the digits read as a mixed-radix number, the last channel fastest
     (``np.ravel_multi_index``)."""
@@ -521,7 +529,8 @@ def fsq_codes(cache):
     return flat.reshape(_codes_shape(cache.shape))
 
 
-def fsq_values(codes, levels, dtype=np.float64):
+def fsq_values(codes: np.ndarray, levels: Sequence[int],
+               dtype: Any = np.float64) -> np.ndarray:
     """The inverse of :func:`fsq_codes`: the quantized values of given codes, (N, H, W) ->
     z_q (N, d, H, W) or (M,) -> (M, d), d = len(levels). Decodes a grid drawn from a prior."""
     codes = np.asarray(codes)

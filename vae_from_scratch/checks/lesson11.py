@@ -26,7 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 from vae_from_scratch import quantize
-from vae_from_scratch.checks.core import Case, Checker, compare_values
+from vae_from_scratch.checks.core import Case, Checker
+from vae_from_scratch.checks.values import compare_values
 
 
 def _naming(cases, slips, rtol, atol, outputs=None):

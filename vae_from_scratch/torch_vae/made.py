@@ -2,8 +2,8 @@
 
 It reads the masks and the parameter names of a NumPy :class:`~vae_from_scratch.made.MADE`,
 so the two compute the same function from the same ``params`` (as tensors here); the tests
-compare outputs and gradients to float64 round-off. Like the other ``torch_*`` modules, it is
-the only kind of module that imports torch.
+compare outputs and gradients to float64 round-off. Like the rest of ``torch_vae``, it is
+the part of the package that imports torch.
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@ Where ``quantize.py`` writes a backward, this module writes a stop-gradient (``.
 
 Shapes, codes, normalisation (each loss summed over D and an example's positions, one
 number per example) and the row order of a grid are those of ``quantize.py``, so the two
-agree to float64 round-off (``tests/test_torch_quantize.py``). This module and
-``torch_vae.py`` are the only ones that import torch.
+agree to float64 round-off (``tests/test_torch_quantize.py``). Like the rest of
+``torch_vae``, it is the part of the package that imports torch.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -35,7 +37,7 @@ __all__ = [
 ]
 
 
-def to_rows(z):
+def to_rows(z: torch.Tensor) -> torch.Tensor:
     """z (N, D, H, W) -> (N*H*W, D), row (n*H + h)*W + w = z[n, :, h, w]; (M, D) unchanged."""
     if z.dim() == 2:
         return z
@@ -44,7 +46,7 @@ def to_rows(z):
     return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
 
 
-def from_rows(rows, shape):
+def from_rows(rows: torch.Tensor, shape: tuple) -> torch.Tensor:
     """The inverse of :func:`to_rows` for z of ``shape``."""
     if len(shape) == 2:
         return rows.reshape(shape)
@@ -56,7 +58,7 @@ def _codes_shape(shape):
     return (shape[0], shape[2], shape[3]) if len(shape) == 4 else (shape[0],)
 
 
-def squared_distances(z, codebook):
+def squared_distances(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """||z_m - e_k||^2: z (M, D) or (N, D, H, W), codebook (K, D) -> (M, K), by the expansion
     ||z||^2 - 2 z.e + ||e||^2, clipped at 0."""
     z = to_rows(z)
@@ -64,12 +66,13 @@ def squared_distances(z, codebook):
     return d.clamp_min(0.0)
 
 
-def nearest_codes(z, codebook):
+def nearest_codes(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """The nearest codebook vector's index per row, (M,) int64."""
     return squared_distances(z, codebook).argmin(dim=1)
 
 
-def vector_quantize(z_e, codebook):
+def vector_quantize(z_e: torch.Tensor,
+                    codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """z_e (N, D, H, W) or (M, D), codebook (K, D) -> (z_q, codes).
 
     z_q has z_e's shape and the value of the nearest codebook vectors; its gradient flows to
@@ -93,18 +96,22 @@ def _per_example(z_e, codebook, codes, detach_z, detach_e):
     return (err * err).sum(1).reshape(-1, positions).sum(1)
 
 
-def codebook_loss(z_e, codebook, codes):
+def codebook_loss(z_e: torch.Tensor, codebook: torch.Tensor,
+                  codes: torch.Tensor) -> torch.Tensor:
     """||sg[z_e] - e_k||^2 summed over D and each example's positions -> (N,)."""
     return _per_example(z_e, codebook, codes, detach_z=True, detach_e=False)
 
 
-def commitment_loss(z_e, codebook, codes):
+def commitment_loss(z_e: torch.Tensor, codebook: torch.Tensor,
+                    codes: torch.Tensor) -> torch.Tensor:
     """||z_e - sg[e_k]||^2 summed over D and each example's positions -> (N,)."""
     return _per_example(z_e, codebook, codes, detach_z=False, detach_e=True)
 
 
 @torch.no_grad()
-def ema_update(cluster_size, embed_sum, z_e, codes, decay=EMA_DECAY, eps=EMA_EPS):
+def ema_update(cluster_size: torch.Tensor, embed_sum: torch.Tensor, z_e: torch.Tensor,
+               codes: torch.Tensor, decay: float = EMA_DECAY,
+               eps: float = EMA_EPS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One EMA codebook step, as ``quantize.ema_update``: returns (codebook, cluster_size,
     embed_sum), new tensors."""
     rows = to_rows(z_e)
@@ -119,14 +126,14 @@ def ema_update(cluster_size, embed_sum, z_e, codes, decay=EMA_DECAY, eps=EMA_EPS
     return embed_sum / smoothed[:, None], cluster_size, embed_sum
 
 
-def perplexity(codes, k):
+def perplexity(codes: torch.Tensor, k: int) -> float:
     """exp(entropy) of the codes' empirical distribution (a float), in 1..K."""
     counts = torch.bincount(codes.reshape(-1), minlength=k).double()
     p = counts[counts > 0] / counts.sum()
     return float(torch.exp(-(p * p.log()).sum()))
 
 
-def fsq(z, levels):
+def fsq(z: torch.Tensor, levels: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Finite scalar quantization, as ``quantize.FSQ``: z (N, d, H, W) or (M, d) -> (z_q,
     codes). Per channel with L levels: b = (L/2) tanh(z), rounded straight-through to the
     L bin centres, scaled to [-1, 1]; codes are the digits' mixed-radix numbers, the last
