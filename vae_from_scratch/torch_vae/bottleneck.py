@@ -5,20 +5,46 @@ the charged tensor alone."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
+from vae_from_scratch.registry import Registry
 from vae_from_scratch.torch_vae import distributions as tdist
 from vae_from_scratch.torch_vae.priors import TorchPrior
 
 
-class TorchGaussianBottleneck:
-    """q(z|x) = N(mu, diag exp(log_var)) with the Linear heads ``enc.mu`` and ``enc.log_var``,
-    and the reparameterized z = mu + exp(log_var / 2) * eps."""
+class TorchBottleneck:
+    """The torch twin of ``bottleneck.Bottleneck``: the same defaults for sampling, the
+    step after the optimizer's and the report."""
+
+    name: ClassVar[str] = ""
 
     def __init__(self, config: Any, prior: TorchPrior) -> None:
         self.config, self.prior = config, prior
+
+    def sample_prior(self, params: dict, n: int, generator: torch.Generator,
+                     c: torch.Tensor | None, device: torch.device,
+                     dtype: torch.dtype) -> torch.Tensor:
+        """n draws z ~ p(z) (n, L): the prior's."""
+        return self.prior.sample(params, n, generator, c, device, dtype)
+
+    def after_step(self, params: dict, step: int, generator: torch.Generator) -> None:
+        """Nothing: the gradient step is all the training there is."""
+
+
+#: name -> class, the torch twin of bottleneck.BOTTLENECKS.
+TORCH_BOTTLENECKS: Registry = Registry(TorchBottleneck, "torch bottleneck")
+#: Add a TorchBottleneck subclass under its name (a class decorator).
+register_torch_bottleneck = TORCH_BOTTLENECKS.register
+
+
+@register_torch_bottleneck
+class TorchGaussianBottleneck(TorchBottleneck):
+    """q(z|x) = N(mu, diag exp(log_var)) with the Linear heads ``enc.mu`` and ``enc.log_var``,
+    and the reparameterized z = mu + exp(log_var / 2) * eps."""
+
+    name = "gaussian"
 
     def noise_shape(self, n: int) -> tuple[int, int]:
         return (n, self.config.latent_dim)
