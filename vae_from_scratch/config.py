@@ -27,8 +27,9 @@ dimension at least ``free_bits`` nats, and the hand-derived backward masks the d
 below that floor), so a checkpoint must record them to reproduce its loss. KL warm-up is a
 training option: a schedule the training loop applies to ``beta`` step by step.
 
-The likelihood and the prior are looked up by name in their registries
-(:data:`~vae_from_scratch.likelihoods.LIKELIHOODS`, :data:`~vae_from_scratch.priors.PRIORS`);
+The likelihood, the prior and the bottleneck are looked up by name in their registries
+(:data:`~vae_from_scratch.likelihoods.LIKELIHOODS`, :data:`~vae_from_scratch.priors.PRIORS`,
+:data:`~vae_from_scratch.bottleneck.BOTTLENECKS`);
 the choices the command line offers are the registries' names when its parser is built.
 Each class checks the fields that belong to it (``configure``): the Gaussian likelihood its
 ``obs_var``, for instance.
@@ -297,7 +298,16 @@ class VAEConfig:
     analytic where the prior has a closed-form KL (the standard normal), Monte Carlo
     otherwise. ``free_bits`` (nats per latent dimension, for priors whose KL splits over the
     dimensions): the training loss charges each dimension at least this much KL, so
-    dimensions below it get no push towards the prior.
+    dimensions below it get no push towards the prior. ``bottleneck`` names an entry of
+    :data:`~vae_from_scratch.bottleneck.BOTTLENECKS`: "gaussian" (lessons 04-09), or a grid
+    of discrete codes (lesson 11, conv only; :mod:`~vae_from_scratch.discrete`), "vq" with
+    ``codebook_size`` K, ``code_dim`` D, ``commitment`` (the commitment loss's weight),
+    ``codebook_update`` ("grad" or "ema") and ``restart_every`` (steps between dead-code
+    restarts, 0 for none), or "fsq" with ``levels``; ``latent_dim`` is then D times the
+    number of positions. Those fields are None ("not set") until the bottleneck resolves
+    them; one that does not apply is refused. The EMA and the restarts are fields of the
+    model, not training options: they decide how its codebook learns and what state its
+    checkpoint holds.
     """
 
     input_dim: int = option(784, check=positive_int)
