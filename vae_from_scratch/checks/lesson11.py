@@ -1,5 +1,5 @@
 """Checks for lesson 11, discrete codes: the VQ-VAE, the straight-through estimator and a
-prior over codes (``solutions/11_discrete_codes.ipynb``).
+prior over codes (``solutions/11_vq_vae.ipynb``).
 
 * Exercise 11.1: ``squared_distances(z, codebook)`` - ||z_m - e_k||^2 for rows z (M, D) and a
   codebook (K, D), (M, K), by the expansion ||z||^2 - 2 z.e + ||e||^2
@@ -13,6 +13,7 @@ prior over codes (``solutions/11_discrete_codes.ipynb``).
   the codebook by moving averages with Laplace-smoothed counts (``quantize.ema_update``).
 * Exercise 11.5: ``perplexity(codes, k)`` - exp(entropy) of the codes' empirical distribution
   (``quantize.perplexity``).
+* Exercise 11.6 is a written answer.
 
 Each checker names the lesson's slips by recomputing them on its cases: the cross term
 without its factor 2, argmin over the wrong axis, the stop-gradient on the wrong side (or
