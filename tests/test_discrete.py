@@ -199,6 +199,7 @@ def test_samples_decode_codes_drawn_uniformly():
     (dict(bottleneck="fsq", architecture="conv", levels=(4, 1)), "integers >= 2"),
     (dict(bottleneck="vq", architecture="conv", codebook_update="kmeans"), "grad, ema"),
     (dict(bottleneck="ring"), "unknown bottleneck 'ring'"),
+    (dict(bottleneck="vq", architecture="conv", latent_dim=2), "set code_dim"),
 ])
 def test_configurations_that_do_not_apply_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

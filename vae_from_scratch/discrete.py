@@ -42,6 +42,7 @@ codes), free bits.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -61,6 +62,18 @@ def grid_shape(config: Any) -> tuple[int, int, int]:
     """The conv encoder's feature map (C, H, W): its last channel count and the image's size
     after its convolutions, (64, 7, 7) for lesson 08's encoder on 28 x 28 digits."""
     return (config.channels[-1], *conv_sizes(config.image_shape, len(config.channels))[-1])
+
+
+def _latent_dim(config: Any, code_dim: int) -> int:
+    """D times the positions: the decoder's input size. A latent_dim set to anything else
+    (but the field's default) is refused, for it would be silently replaced."""
+    derived = code_dim * math.prod(grid_shape(config)[1:])
+    default = next(f.default for f in dataclasses.fields(config) if f.name == "latent_dim")
+    if config.latent_dim not in (default, derived):
+        raise ValueError(f"latent_dim is code_dim x positions = {derived} for "
+                         f"bottleneck={config.bottleneck!r}, got {config.latent_dim}: set "
+                         "code_dim (vq) or levels (fsq) instead")
+    return derived
 
 
 def _common_checks(config: Any) -> None:
@@ -185,7 +198,7 @@ class VQBottleneck(_Quantized):
                     else getattr(config, name)
                     for name in ("codebook_size", "code_dim", "commitment", "codebook_update",
                                  "restart_every")}
-        resolved["latent_dim"] = resolved["code_dim"] * math.prod(grid_shape(config)[1:])
+        resolved["latent_dim"] = _latent_dim(config, resolved["code_dim"])
         return resolved
 
     def __init__(self, config: Any, prior: Any) -> None:
@@ -301,7 +314,7 @@ class FSQBottleneck(_Quantized):
             raise ValueError(f"code_dim is the number of levels for bottleneck='fsq': "
                              f"{len(levels)} for levels {levels}, got {config.code_dim}")
         return {"levels": levels, "code_dim": len(levels),
-                "latent_dim": len(levels) * math.prod(grid_shape(config)[1:])}
+                "latent_dim": _latent_dim(config, len(levels))}
 
     def __init__(self, config: Any, prior: Any) -> None:
         super().__init__(config, prior)
