@@ -2,8 +2,11 @@
 codebook collapse and its fixes over seeds, FSQ at the same rates, and the priors over codes.
 
 The VQ-VAE is composed here from the package's layers (``networks.Layer``, ``conv.py``) and
-``quantize.py``; a later version of the package composes it inside ``VAE``. On MNIST's 28 x 28
-digits:
+``quantize.py``, as it was measured before the package composed it inside ``VAE``
+(``VAE(architecture="conv", bottleneck="vq")``, ``vae_from_scratch/discrete.py``: the same
+networks and losses; its restarts draw from the training backend's generator, so runs differ
+seed for seed). The script keeps its own composition so that the figures of
+``benchmarks/README.md`` that it made can be reproduced. On MNIST's 28 x 28 digits:
 
     encoder  x -> conv 4x4/2 (1 -> C1) -> ReLU -> conv 4x4/2 (C1 -> C2) -> ReLU
                -> conv 1x1 (C2 -> D) = z_e (N, D, 7, 7)

@@ -217,6 +217,16 @@ def test_defaults_are_resolved_and_round_trip():
     assert gaussian.bottleneck == "gaussian" and gaussian.codebook_size is None
 
 
+def test_the_importance_weighted_bound_is_refused_with_a_reason():
+    from vae_from_scratch.evaluate import iwae_nll, negative_elbo
+
+    vae = _model("vq")
+    with pytest.raises(ValueError, match="one-hot"):
+        iwae_nll(vae, _data(), k=5)
+    nelbo, recon, kl = negative_elbo(vae, _data())
+    assert kl == pytest.approx(49 * math.log(5)) and nelbo == pytest.approx(recon + kl)
+
+
 def test_eps_of_the_wrong_shape_is_refused():
     vae = _model("vq")
     with pytest.raises(ValueError, match=r"eps must have shape \(4, 0\)"):
