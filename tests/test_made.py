@@ -1,6 +1,6 @@
 """Tests for vae_from_scratch.made: the masks, the autoregressive property measured on the
 network's own outputs, the hand backward against central differences, and the PyTorch
-mirror (torch_vae/made.py) against it."""
+mirror (torch_vae.made) against it."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 It reads the masks and the parameter names of a NumPy :class:`~vae_from_scratch.made.MADE`,
 so the two compute the same function from the same ``params`` (as tensors here); the tests
-compare outputs and gradients to float64 round-off. Like the rest of ``torch_vae``, it is
-the part of the package that imports torch.
+compare outputs and gradients to float64 round-off. Like the other ``torch_*`` modules, it is
+the only kind of module that imports torch.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ class TorchMADE:
     names; x (N, D_in), context (N, C) -> out (N, D_out).
     """
 
-    def __init__(self, made: MADE):
+    def __init__(self, made: MADE) -> None:
         self.made = made
         self._masks = {}  # (dtype, device) -> list of mask tensors
 
-    def masks(self, like):
+    def masks(self, like: torch.Tensor) -> list[torch.Tensor]:
         """The masks as tensors of ``like``'s dtype and device (built once for each)."""
         key = (like.dtype, like.device)
         if key not in self._masks:
@@ -35,7 +35,7 @@ class TorchMADE:
                                 for m in self.made.masks]
         return self._masks[key]
 
-    def forward(self, params, x, context=None):
+    def forward(self, params: dict, x: torch.Tensor, context: int = None) -> torch.Tensor:
         made = self.made
         act = _ACTIVATIONS[made.activation]
         masks = self.masks(x)
