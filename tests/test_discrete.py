@@ -187,11 +187,14 @@ def test_samples_decode_codes_drawn_uniformly():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(bottleneck="vq"), "needs architecture='conv'"),
-    (dict(bottleneck="vq", architecture="conv", levels=(4, 4)), "levels"),
-    (dict(bottleneck="fsq", architecture="conv", codebook_size=16), "no codebook"),
+    (dict(bottleneck="vq", architecture="conv", levels=(4, 4)),
+     "levels belongs to bottleneck='fsq'"),
+    (dict(bottleneck="fsq", architecture="conv", codebook_size=16),
+     "codebook_size belongs to bottleneck='vq'; the fsq bottleneck takes none"),
     (dict(bottleneck="fsq", architecture="conv", levels=(4, 4), code_dim=3),
      "code_dim is the number of levels"),
-    (dict(architecture="conv", codebook_size=16), "belongs to bottleneck='vq' or 'fsq'"),
+    (dict(architecture="conv", codebook_size=16), "codebook_size belongs to bottleneck='vq'"),
+    (dict(architecture="conv", levels=(4, 4)), "levels belongs to bottleneck='fsq'"),
     (dict(bottleneck="vq", architecture="conv", n_classes=10), "conditional"),
     (dict(bottleneck="vq", architecture="conv", prior="mixture"), "uniform over the codes"),
     (dict(bottleneck="vq", architecture="conv", free_bits=0.5), "free bits"),

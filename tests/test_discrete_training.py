@@ -156,9 +156,10 @@ def test_resume_continues_exactly_with_the_codebook_state(tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--bottleneck", "vq"], "needs architecture='conv'"),  # the default, mlp
     (["--architecture", "conv", "--bottleneck", "vq", "--levels", "4,4"],
-     "levels does not apply"),
-    (["--codebook-size", "16"], "codebook_size does not apply to bottleneck='gaussian'"),
-    (["--architecture", "conv", "--bottleneck", "fsq", "--commitment", "0.5"], "no codebook"),
+     "levels belongs to bottleneck='fsq'"),
+    (["--codebook-size", "16"], "the gaussian bottleneck takes none"),
+    (["--architecture", "conv", "--bottleneck", "fsq", "--commitment", "0.5"],
+     "commitment belongs to bottleneck='vq'"),
 ])
 def test_flags_that_do_not_apply_are_one_line_errors(tmp_path, capsys, flags, message):
     argv = ["train", "--epochs", "1", "--limit", "96", "--quiet", *flags]

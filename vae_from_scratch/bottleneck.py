@@ -89,11 +89,6 @@ from vae_from_scratch.networks import Layer
 from vae_from_scratch.priors import Prior
 from vae_from_scratch.registry import Registry
 
-#: The configuration fields that belong to the quantized bottlenecks (lesson 11); None
-#: means "not set", and a bottleneck that has no use for one refuses it.
-QUANTIZER_FIELDS = ("codebook_size", "code_dim", "levels", "commitment", "codebook_update",
-                    "restart_every")
-
 
 class Bottleneck:
     """The part between the encoder's features and the decoder's input; see the module
@@ -101,6 +96,9 @@ class Bottleneck:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: True if the rate has a closed form for priors that have one
+    analytic_kl: ClassVar[bool] = True
+    #: True if z is drawn (the importance-weighted bound applies)
     stochastic: ClassVar[bool] = True
 
     def __init__(self, config: Any, prior: Prior) -> None:
@@ -127,17 +125,10 @@ class Bottleneck:
         return {}
 
 
+#: The bottlenecks the configuration may name: name -> class.
 BOTTLENECKS: Registry = Registry(Bottleneck, "bottleneck")
+#: Add a Bottleneck subclass to BOTTLENECKS under its name (a class decorator).
 register_bottleneck = BOTTLENECKS.register
-
-
-def refuse_fields(config: Any, names: tuple[str, ...], why: str) -> None:
-    """ValueError naming the first of the fields ``names`` that ``config`` sets (not None),
-    with ``why`` it does not apply."""
-    for name in names:
-        if getattr(config, name, None) is not None:
-            raise ValueError(f"{name} does not apply to bottleneck={config.bottleneck!r}: "
-                             f"{why}")
 
 
 @register_bottleneck
@@ -150,7 +141,7 @@ class GaussianBottleneck(Bottleneck):
 
     @classmethod
     def configure(cls, config: Any) -> dict[str, Any]:
-        refuse_fields(config, QUANTIZER_FIELDS, "it belongs to bottleneck='vq' or 'fsq'")
+        refuse_fields(config, *QUANTIZER_FIELDS)
         return {}
 
     def _heads(self, h_dim: int) -> list[Layer]:
@@ -237,3 +228,21 @@ class GaussianBottleneck(Bottleneck):
         dh_mu, grads["enc.mu.W"], grads["enc.mu.b"] = Linear.backward(dmu, mu_cache)
         dh_lv, grads["enc.log_var.W"], grads["enc.log_var.b"] = Linear.backward(dlog_var, lv_cache)
         return dh_mu + dh_lv
+
+
+#: The configuration fields that belong to some bottlenecks only, and which those are.
+FIELD_OWNERS = {"codebook_size": "'vq'", "code_dim": "'vq' or 'fsq'", "levels": "'fsq'",
+                "commitment": "'vq'", "codebook_update": "'vq'", "restart_every": "'vq'"}
+#: Lesson 11's: None means "not set" (the bottleneck resolves it).
+QUANTIZER_FIELDS = ("codebook_size", "code_dim", "levels", "commitment", "codebook_update",
+                    "restart_every")
+
+
+def refuse_fields(config: Any, *names: str) -> None:
+    """ValueError if one of the fields ``names`` is set (not 0 or None): they belong to
+    other bottlenecks (:data:`FIELD_OWNERS`)."""
+    for name in names:
+        value = getattr(config, name)
+        if value:
+            raise ValueError(f"{name} belongs to bottleneck={FIELD_OWNERS[name]}; the "
+                             f"{config.bottleneck} bottleneck takes none, got {value!r}")

@@ -192,8 +192,7 @@ class VQBottleneck(_Quantized):
     @classmethod
     def configure(cls, config: Any) -> dict[str, Any]:
         _common_checks(config)
-        refuse_fields(config, ("levels",), "levels are finite scalar quantization's; "
-                                           "VQ has a codebook (codebook_size, code_dim)")
+        refuse_fields(config, "levels")
         resolved = {name: DEFAULTS[name] if getattr(config, name) is None
                     else getattr(config, name)
                     for name in ("codebook_size", "code_dim", "commitment", "codebook_update",
@@ -305,10 +304,9 @@ class FSQBottleneck(_Quantized):
     @classmethod
     def configure(cls, config: Any) -> dict[str, Any]:
         _common_checks(config)
-        refuse_fields(config, ("codebook_size", "commitment", "codebook_update",
-                               "restart_every"),
-                      "finite scalar quantization has no codebook (its codes are the levels' "
-                      "grid)")
+        # no codebook: its codes are the levels' grid
+        refuse_fields(config, "codebook_size", "commitment", "codebook_update",
+                      "restart_every")
         levels = DEFAULTS["levels"] if config.levels is None else config.levels
         if config.code_dim is not None and config.code_dim != len(levels):
             raise ValueError(f"code_dim is the number of levels for bottleneck='fsq': "
