@@ -215,17 +215,19 @@ class VAE:
             raise ValueError(f"{name} contains NaN or infinite values")
         return a
 
-    def check_noise(self, eps: Any, n: int, name: str = "eps") -> np.ndarray:
-        """The noise of n examples, of the bottleneck's ``noise_shape(n)`` ((n, L) for the
-        Gaussian code, (n, 0) for a quantized one), in the model's dtype, checked."""
-        expected = tuple(self.bottleneck.noise_shape(n))
-        if expected == (n, self.latent_dim):
-            return self.check_latent(eps, n, name)
+    def check_noise(self, eps: Any, n: int) -> np.ndarray:
+        """The noise eps for n examples, of the bottleneck's ``noise_shape(n)`` ((n, L) for
+        the Gaussian), in the model's dtype, checked; ValueError otherwise."""
         eps = np.asarray(eps)
-        if eps.shape != expected:
-            raise ValueError(f"{name} must have shape {expected} (this bottleneck draws no "
-                             f"noise), got {eps.shape}")
-        return eps.astype(self.dtype, copy=False)
+        shape = tuple(self.bottleneck.noise_shape(n))
+        if eps.dtype.kind not in "biuf":
+            raise ValueError(f"eps must hold real numbers, got an array of dtype {eps.dtype}")
+        if eps.shape != shape:
+            raise ValueError(f"eps must have shape {shape}, got {eps.shape}")
+        eps = eps.astype(self.dtype, copy=False)
+        if not np.all(np.isfinite(eps)):
+            raise ValueError("eps contains NaN or infinite values")
+        return eps
 
     def check_y(self, y: Any, n: int, name: str = "y") -> np.ndarray | None:
         """Labels y (n,) -> their one-hot (n, K) for a conditional model; None otherwise.

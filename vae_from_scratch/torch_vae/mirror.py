@@ -260,15 +260,17 @@ class TorchVAE(nn.Module):
             raise ValueError(f"{name} contains NaN or infinite values")
         return a
 
-    def check_noise(self, eps: Any, n: int, name: str = "eps") -> torch.Tensor:
-        """The noise of n examples, of the bottleneck's ``noise_shape(n)``, checked."""
-        expected = tuple(self.bottleneck.noise_shape(n))
-        if expected == (n, self.latent_dim):
-            return self.check_latent(eps, n, name)
+    def check_noise(self, eps: Any, n: int) -> torch.Tensor:
+        """The noise for n examples, of the bottleneck's ``noise_shape(n)``, as a tensor on
+        the device, checked; ValueError otherwise."""
+        if isinstance(eps, torch.Tensor) and eps.is_complex():
+            raise ValueError(f"eps must hold real numbers, got a tensor of dtype {eps.dtype}")
         eps = self.as_tensor(eps)
-        if tuple(eps.shape) != expected:
-            raise ValueError(f"{name} must have shape {expected} (this bottleneck draws no "
-                             f"noise), got {tuple(eps.shape)}")
+        shape = tuple(self.bottleneck.noise_shape(n))
+        if tuple(eps.shape) != shape:
+            raise ValueError(f"eps must have shape {shape}, got {tuple(eps.shape)}")
+        if not bool(torch.isfinite(eps).all()):
+            raise ValueError("eps contains NaN or infinite values")
         return eps
 
     def check_y(self, y: Any, n: int, name: str = "y") -> torch.Tensor | None:
