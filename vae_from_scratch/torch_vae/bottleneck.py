@@ -15,8 +15,9 @@ from vae_from_scratch.torch_vae.priors import TorchPrior
 
 
 class TorchBottleneck:
-    """The torch twin of ``bottleneck.Bottleneck``: the same defaults for sampling, the
-    step after the optimizer's and the report."""
+    """A bottleneck in torch: noise_shape, encode, code, forward, rate, charged_kl and
+    sample_prior, as the NumPy class of the same ``name``; after_step, as the NumPy class's,
+    what training changes besides the gradient step (nothing here)."""
 
     name: ClassVar[str] = ""
 
@@ -24,18 +25,17 @@ class TorchBottleneck:
         self.config, self.prior = config, prior
 
     def sample_prior(self, params: dict, n: int, generator: torch.Generator,
-                     c: torch.Tensor | None, device: torch.device,
-                     dtype: torch.dtype) -> torch.Tensor:
-        """n draws z ~ p(z) (n, L): the prior's."""
+                     c: torch.Tensor | None, device: Any, dtype: torch.dtype) -> torch.Tensor:
+        """n codes (n, L) for the decoder, drawn from the model's prior."""
         return self.prior.sample(params, n, generator, c, device, dtype)
 
     def after_step(self, params: dict, step: int, generator: torch.Generator) -> None:
         """Nothing: the gradient step is all the training there is."""
 
 
-#: name -> class, the torch twin of bottleneck.BOTTLENECKS.
+#: The torch bottlenecks by the NumPy classes' names.
 TORCH_BOTTLENECKS: Registry = Registry(TorchBottleneck, "torch bottleneck")
-#: Add a TorchBottleneck subclass under its name (a class decorator).
+#: Add a TorchBottleneck subclass to TORCH_BOTTLENECKS under its name (a class decorator).
 register_torch_bottleneck = TORCH_BOTTLENECKS.register
 
 
