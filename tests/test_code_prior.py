@@ -1,5 +1,5 @@
 """Tests for the priors over code grids (vae_from_scratch.code_prior) and the categorical
-helpers they use (vae_from_scratch.categorical): the softmax cross-entropy and its gradient,
+functions they use (vae_from_scratch.categorical): the softmax cross-entropy and its gradient,
 stable sampling, the independent prior's counts, and the autoregressive prior's ordering,
 normalisation, gradients (central differences and torch autograd, float64) and samples."""
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.lesson11
 TOL = 1e-7
 
 
-# -- the categorical helpers ---------------------------------------------------------------------
+# -- the categorical functions -------------------------------------------------------------------
 
 
 def test_softmax_cross_entropy_value_and_gradient():
