@@ -138,6 +138,8 @@ class NumpyBackend:
             self.opt.step(grads)
         except NonFiniteGradientError:  # the optimizer refused: NaN never reaches the params
             return (float("nan"), terms.recon, terms.kl)
+        # what training changes besides the gradient step (lesson 11's EMA codebook, restarts)
+        self.vae.bottleneck.after_step(self.vae.params, self.steps_done, self.rng)
         return (terms.loss, terms.recon, terms.kl)
 
     def to_floats(self, pending: list) -> np.ndarray:
