@@ -36,14 +36,30 @@ class (plus the configuration that chooses it), never a change to ``VAE``::
                                   its own parameters' gradients (and the prior's) into grads
 
 The VAE calls forward, runs the decoder on z, then calls rate; the training backends and the
-evaluation draw their noise in ``noise_shape``. The PyTorch mirror's twin
+evaluation draw their noise in ``noise_shape``. :class:`Bottleneck` gives every bottleneck
+these too, with defaults that suit a Gaussian one::
+
+    name, description         its key in :data:`BOTTLENECKS`; words for messages
+    stochastic                True if z is drawn (the importance-weighted bound applies)
+    configure(config)         classmethod: {field: value} it resolves; ValueError for
+                              fields it cannot take
+    code_shape(config)        classmethod: (D, H, W) when z is a grid of D-vectors that the
+                              conv decoder reads position by position; None for a flat z
+    sample_prior(params, n, rng, c)   n draws of z from the model's prior (n, L)
+    after_step(params, step, rng)     what training changes besides the gradient step,
+                              called by the backends after each optimizer step (step: steps
+                              done; rng: the backend's generator): the EMA codebook and
+                              dead-code restarts of lesson 11
+    report(params, h)         figures for a run's report: {} here; the rate in bits and the
+                              codes' usage perplexity for a quantizer
+ The PyTorch mirror's twin
 (``torch_vae/bottleneck.py``) has noise_shape, encode, code, forward, rate and charged_kl
 (the charged tensor alone), called in the same order; autograd is its backward.
 The loss is ``mean(recon) + beta * charged``; the figure reported as ``kl`` is ``mean(kl)``.
-Today ``vae.build_parts`` makes a GaussianBottleneck for every configuration; a second
-bottleneck adds a ``bottleneck`` field to VAEConfig (one line, config.py) naming it, and
-``build_parts`` (and the mirror) then look it up by that name. The same interface carries
-the bottlenecks that lessons 11 and 12 add:
+The configuration's ``bottleneck`` field names the class, looked up in :data:`BOTTLENECKS`
+by ``vae.build_parts`` (and in ``TORCH_BOTTLENECKS`` by the mirror); a new one registers
+itself with :func:`register_bottleneck`. The same interface carries the bottlenecks that
+lessons 11 and 12 add (lesson 11's are in :mod:`vae_from_scratch.discrete`):
 
 * **vector quantization** (VQ-VAE): encode gives z_e per spatial position; forward snaps it
   to the nearest codebook vector (the codebook is its parameter, noise_shape is (n, 0));
@@ -63,7 +79,7 @@ A label-dependent prior p(z|y) needs no new bottleneck: every prior call gets ``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -71,15 +87,62 @@ from vae_from_scratch import distributions as dist
 from vae_from_scratch.layers import Linear
 from vae_from_scratch.networks import Layer
 from vae_from_scratch.priors import Prior
+from vae_from_scratch.registry import Registry
 
 
-class GaussianBottleneck:
-    """q(z|x) = N(mu, diag exp(log_var)) with Linear heads ``enc.mu`` and ``enc.log_var``
-    (each W (H, L), b (L,)), and the reparameterized z (lesson 04)."""
+class Bottleneck:
+    """The part between the encoder's features and the decoder's input; see the module
+    docstring for the interface. An instance holds the configuration and the prior."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    #: True if the rate has a closed form for priors that have one
+    analytic_kl: ClassVar[bool] = True
+    #: True if z is drawn (the importance-weighted bound applies)
+    stochastic: ClassVar[bool] = True
 
     def __init__(self, config: Any, prior: Prior) -> None:
         self.config, self.prior = config, prior
         self.dtype = np.dtype(config.dtype).type
+
+    @classmethod
+    def configure(cls, config: Any) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def code_shape(cls, config: Any) -> tuple[int, int, int] | None:
+        return None
+
+    def sample_prior(self, params: dict, n: int, rng: np.random.Generator,
+                     c: np.ndarray | None = None) -> np.ndarray:
+        """n draws z ~ p(z) (n, L): the prior's."""
+        return self.prior.sample(params, n, rng, c)
+
+    def after_step(self, params: dict, step: int, rng: np.random.Generator) -> None:
+        """Nothing: the gradient step is all the training there is."""
+
+    def report(self, params: dict, h: np.ndarray) -> dict[str, Any]:
+        return {}
+
+
+#: The bottlenecks the configuration may name: name -> class.
+BOTTLENECKS: Registry = Registry(Bottleneck, "bottleneck")
+#: Add a Bottleneck subclass to BOTTLENECKS under its name (a class decorator).
+register_bottleneck = BOTTLENECKS.register
+
+
+@register_bottleneck
+class GaussianBottleneck(Bottleneck):
+    """q(z|x) = N(mu, diag exp(log_var)) with Linear heads ``enc.mu`` and ``enc.log_var``
+    (each W (H, L), b (L,)), and the reparameterized z (lesson 04)."""
+
+    name = "gaussian"
+    description = "a diagonal Gaussian posterior (lessons 04-09)"
+
+    @classmethod
+    def configure(cls, config: Any) -> dict[str, Any]:
+        refuse_fields(config, *QUANTIZER_FIELDS)
+        return {}
 
     def _heads(self, h_dim: int) -> list[Layer]:
         shape = (h_dim, self.config.latent_dim)
@@ -165,3 +228,21 @@ class GaussianBottleneck:
         dh_mu, grads["enc.mu.W"], grads["enc.mu.b"] = Linear.backward(dmu, mu_cache)
         dh_lv, grads["enc.log_var.W"], grads["enc.log_var.b"] = Linear.backward(dlog_var, lv_cache)
         return dh_mu + dh_lv
+
+
+#: The configuration fields that belong to some bottlenecks only, and which those are.
+FIELD_OWNERS = {"codebook_size": "'vq'", "code_dim": "'vq' or 'fsq'", "levels": "'fsq'",
+                "commitment": "'vq'", "codebook_update": "'vq'", "restart_every": "'vq'"}
+#: Lesson 11's: None means "not set" (the bottleneck resolves it).
+QUANTIZER_FIELDS = ("codebook_size", "code_dim", "levels", "commitment", "codebook_update",
+                    "restart_every")
+
+
+def refuse_fields(config: Any, *names: str) -> None:
+    """ValueError if one of the fields ``names`` is set (not 0 or None): they belong to
+    other bottlenecks (:data:`FIELD_OWNERS`)."""
+    for name in names:
+        value = getattr(config, name)
+        if value:
+            raise ValueError(f"{name} belongs to bottleneck={FIELD_OWNERS[name]}; the "
+                             f"{config.bottleneck} bottleneck takes none, got {value!r}")

@@ -27,8 +27,9 @@ dimension at least ``free_bits`` nats, and the hand-derived backward masks the d
 below that floor), so a checkpoint must record them to reproduce its loss. KL warm-up is a
 training option: a schedule the training loop applies to ``beta`` step by step.
 
-The likelihood and the prior are looked up by name in their registries
-(:data:`~vae_from_scratch.likelihoods.LIKELIHOODS`, :data:`~vae_from_scratch.priors.PRIORS`);
+The likelihood, the prior and the bottleneck are looked up by name in their registries
+(:data:`~vae_from_scratch.likelihoods.LIKELIHOODS`, :data:`~vae_from_scratch.priors.PRIORS`,
+:data:`~vae_from_scratch.bottleneck.BOTTLENECKS`);
 the choices the command line offers are the registries' names when its parser is built.
 Each class checks the fields that belong to it (``configure``): the Gaussian likelihood its
 ``obs_var``, for instance.
@@ -44,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from vae_from_scratch import discrete  # noqa: F401  (registers the bottlenecks "vq", "fsq")
+from vae_from_scratch.bottleneck import BOTTLENECKS
 from vae_from_scratch.likelihoods import LIKELIHOODS
 from vae_from_scratch.networks import conv_sizes
 from vae_from_scratch.priors import PRIORS
@@ -52,6 +55,7 @@ ACTIVATIONS = ("relu", "tanh")
 KL_MODES = ("auto", "analytic", "monte_carlo")
 ARCHITECTURES = ("mlp", "conv")
 OPTIMIZERS = ("adam", "sgd")
+CODEBOOK_UPDATES = ("grad", "ema")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 #: Defaults of the networks' sizes, per architecture.
@@ -175,6 +179,25 @@ def _n_classes(value: Any, name: str) -> int | None:
     return value
 
 
+def unset_or(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    """A check that lets None (not set: the bottleneck resolves it) through."""
+    return lambda value, name: None if value is None else check(value, name)
+
+
+def _codebook_size(value: Any, name: str) -> int:
+    if not is_int(value) or value < 2:
+        raise ValueError(f"{name} must be an integer >= 2 (codes in the codebook), got "
+                         f"{value!r}")
+    return int(value)
+
+
+def _levels(value: Any, name: str) -> tuple[int, ...]:
+    levels = int_tuple(name, value, "(4, 4) or (8, 5, 5)", allow_empty=False)
+    if min(levels) < 2:
+        raise ValueError(f"{name} must be integers >= 2 (levels per channel), got {value!r}")
+    return levels
+
+
 def _bool(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{name} must be True or False, got {value!r}")
@@ -284,7 +307,16 @@ class VAEConfig:
     analytic where the prior has a closed-form KL (the standard normal), Monte Carlo
     otherwise. ``free_bits`` (nats per latent dimension, for priors whose KL splits over the
     dimensions): the training loss charges each dimension at least this much KL, so
-    dimensions below it get no push towards the prior.
+    dimensions below it get no push towards the prior. ``bottleneck`` names an entry of
+    :data:`~vae_from_scratch.bottleneck.BOTTLENECKS`: "gaussian" (lessons 04-09), or a grid
+    of discrete codes (lesson 11, conv only; :mod:`~vae_from_scratch.discrete`), "vq" with
+    ``codebook_size`` K, ``code_dim`` D, ``commitment`` (the commitment loss's weight),
+    ``codebook_update`` ("grad" or "ema") and ``restart_every`` (steps between dead-code
+    restarts, 0 for none), or "fsq" with ``levels``; ``latent_dim`` is then D times the
+    number of positions. Those fields are None ("not set") until the bottleneck resolves
+    them; one that does not apply is refused. The EMA and the restarts are fields of the
+    model, not training options: they decide how its codebook learns and what state its
+    checkpoint holds.
     """
 
     input_dim: int = option(784, check=positive_int)
@@ -325,11 +357,37 @@ class VAEConfig:
         metavar="NATS"))
     dtype: str = option("float32", check=one_of(DTYPES), flag=Flag(
         "floating-point precision", choices=DTYPES))
+    # the bottleneck between encoder and decoder, and the fields of the quantized ones
+    # (lesson 11; vae_from_scratch/discrete.py): None is "not set", resolved by the
+    # bottleneck to its default, and refused by a bottleneck that has no use for it
+    bottleneck: str = option("gaussian", check=one_of(BOTTLENECKS), flag=Flag(
+        "the code between encoder and decoder: a Gaussian z, or a 7x7 grid of discrete codes "
+        "by vector quantization or finite scalar quantization (lesson 11; conv only)",
+        choices=BOTTLENECKS))
+    codebook_size: int | None = option(None, check=unset_or(_codebook_size), flag=Flag(
+        "vq: codes in the codebook, K (default: 16)", read=read_int(2, what="an integer >= 2"),
+        metavar="K"))
+    code_dim: int | None = option(None, check=unset_or(positive_int), flag=Flag(
+        "vq: size of each codebook vector, D (default: 16); fsq: the number of levels",
+        read=read_positive_int, metavar="D"))
+    levels: tuple | None = option(None, check=unset_or(_levels), flag=Flag(
+        "fsq: levels per channel, e.g. 4,4 (default: 4,4)",
+        read=read_sizes("levels", "4,4"), metavar="LEVELS"))
+    commitment: float | None = option(None, check=unset_or(check_beta), flag=Flag(
+        "vq: weight of the commitment loss (default: 0.25)", read=read_nonneg, metavar="B"))
+    codebook_update: str | None = option(None, check=unset_or(one_of(CODEBOOK_UPDATES)),
+                                         flag=Flag("vq: the codebook learns by its gradient "
+                                                   "or by moving averages (default: grad)",
+                                                   choices=CODEBOOK_UPDATES))
+    restart_every: int | None = option(None, check=unset_or(count), flag=Flag(
+        "vq: steps between restarts of dead codes, 0 for none (default: 8)", read=read_count,
+        metavar="STEPS"))
 
     def __post_init__(self) -> None:
         _check_fields(self)
         self._resolve_networks()
-        for parts in (LIKELIHOODS[self.likelihood], PRIORS[self.prior]):
+        for parts in (BOTTLENECKS[self.bottleneck], LIKELIHOODS[self.likelihood],
+                      PRIORS[self.prior]):
             for name, value in parts.configure(self).items():
                 object.__setattr__(self, name, value)
         prior = PRIORS[self.prior]

@@ -73,6 +73,9 @@ def iwae_nll(vae: VAE, x: np.ndarray, k: int = 100, seed: int = 0,
         raise ValueError(f"k must be an integer (samples per example), got {k!r}")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    if not vae.bottleneck.stochastic:
+        raise ValueError(f"the {vae.config.bottleneck} bottleneck's posterior is one-hot: there is "
+                         "nothing to weigh, and its negative ELBO (negative_elbo) is the figure")
     rng = np.random.default_rng(seed)
     batch_size = batch_size or max(1, IWAE_ROWS[vae.config.architecture] // k)
     total = 0.0

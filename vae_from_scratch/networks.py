@@ -230,12 +230,17 @@ def conv_sizes(image_shape: Sequence[int], n_layers: int) -> list[tuple[int, int
     return sizes
 
 
-def build_networks(config: Any) -> tuple[Network, Network]:
+def build_networks(config: Any,
+                   code_shape: tuple[int, int, int] | None = None) -> tuple[Network, Network]:
 
     """(encoder, decoder) :class:`Network` for a :class:`~vae_from_scratch.vae.VAEConfig`.
 
     The encoder maps x (N, D) [with the label] to h (N, H); the decoder maps z (N, L)
-    [with the label] to the likelihood's parameters (N, D).
+    [with the label] to the likelihood's parameters (N, D). ``code_shape`` (D, H, W): z is
+    a grid of D-vectors at the encoder's last H x W positions (a quantized bottleneck,
+    lesson 11), which the conv decoder reads with a 1x1 convolution ``dec.0`` (D -> its
+    first channel count) instead of a dense layer: each position's code is decoded where it
+    sits.
     """
     k = config.n_classes or 0
     cond = [Layer("condition")] if k else []
@@ -248,10 +253,10 @@ def build_networks(config: Any) -> tuple[Network, Network]:
         h_dim = dims[-1] if dims else config.input_dim + k
         return Network(enc, config.input_dim, h_dim), Network(dec, config.latent_dim,
                                                                config.input_dim)
-    return _conv_networks(config, k)
+    return _conv_networks(config, k, code_shape)
 
 
-def _conv_networks(config, k):
+def _conv_networks(config, k, code_shape=None):
     c_img = config.image_shape[0]
     channels = config.channels
     sizes = conv_sizes(config.image_shape, len(channels))
@@ -270,8 +275,12 @@ def _conv_networks(config, k):
     enc.append(Layer("reshape", shape=(h_dim,)))
 
     dec = [Layer("condition")] if k else []
-    dec += [Layer("linear", "dec.0", (config.latent_dim + k, h_dim)), Layer("relu"),
-            Layer("reshape", shape=(channels[-1], h_last, w_last))]
+    if code_shape is None:
+        dec += [Layer("linear", "dec.0", (config.latent_dim + k, h_dim)), Layer("relu"),
+                Layer("reshape", shape=(channels[-1], h_last, w_last))]
+    else:  # a grid of codes, decoded position by position
+        dec += [Layer("reshape", shape=tuple(code_shape)),
+                Layer("conv", "dec.0", (channels[-1], code_shape[0], 1, 1)), Layer("relu")]
     outs = [*reversed(channels[:-1]), c_img]  # channel counts after each transposed conv
     for i, c_out in enumerate(outs):
         (h_in, w_in), (h_out, w_out) = sizes[-1 - i], sizes[-2 - i]

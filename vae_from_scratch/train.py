@@ -143,6 +143,8 @@ class NumpyBackend:
             self.opt.step({name: grads[name] for name in self.trained})
         except NonFiniteGradientError:  # the optimizer refused: NaN never reaches the params
             return (float("nan"), terms.recon, terms.kl)
+        # what training changes besides the gradient step (lesson 11's EMA codebook, restarts)
+        self.vae.bottleneck.after_step(self.vae.params, self.steps_done, self.rng)
         return (terms.loss, terms.recon, terms.kl)
 
     def end_epoch(self) -> None:

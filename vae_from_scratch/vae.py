@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vae_from_scratch.bottleneck import GaussianBottleneck
+from vae_from_scratch.bottleneck import BOTTLENECKS, Bottleneck
 from vae_from_scratch.config import DTYPES, KL_MODES, VAEConfig, check_beta, choose, is_int
 from vae_from_scratch.likelihoods import LIKELIHOODS, Likelihood
 from vae_from_scratch.networks import Network, build_networks
@@ -52,7 +52,7 @@ class Parts(NamedTuple):
     """The five parts of a model, made from its configuration by :func:`build_parts`."""
 
     encoder: Network
-    bottleneck: GaussianBottleneck
+    bottleneck: Bottleneck
     decoder: Network
     likelihood: Likelihood
     prior: Prior
@@ -60,10 +60,11 @@ class Parts(NamedTuple):
 
 def build_parts(config: VAEConfig) -> Parts:
     """The networks, bottleneck, likelihood and prior that ``config`` names."""
-    encoder, decoder = build_networks(config)
+    bottleneck_class = BOTTLENECKS[config.bottleneck]
+    encoder, decoder = build_networks(config, bottleneck_class.code_shape(config))
     prior = PRIORS[config.prior](config)
     likelihood = LIKELIHOODS[config.likelihood](config)
-    return Parts(encoder, GaussianBottleneck(config, prior), decoder, likelihood, prior)
+    return Parts(encoder, bottleneck_class(config, prior), decoder, likelihood, prior)
 
 
 def _extra_shapes(parts: Parts) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -224,6 +225,20 @@ class VAE:
             raise ValueError(f"{name} contains NaN or infinite values")
         return a
 
+    def check_noise(self, eps: Any, n: int) -> np.ndarray:
+        """The noise eps for n examples, of the bottleneck's ``noise_shape(n)`` ((n, L) for
+        the Gaussian), in the model's dtype, checked; ValueError otherwise."""
+        eps = np.asarray(eps)
+        shape = tuple(self.bottleneck.noise_shape(n))
+        if eps.dtype.kind not in "biuf":
+            raise ValueError(f"eps must hold real numbers, got an array of dtype {eps.dtype}")
+        if eps.shape != shape:
+            raise ValueError(f"eps must have shape {shape}, got {eps.shape}")
+        eps = eps.astype(self.dtype, copy=False)
+        if not np.all(np.isfinite(eps)):
+            raise ValueError("eps contains NaN or infinite values")
+        return eps
+
     def check_y(self, y: Any, n: int, name: str = "y") -> np.ndarray | None:
         """Labels y (n,) -> their one-hot (n, K) for a conditional model; None otherwise.
         Messages call the labels ``name``."""
@@ -294,7 +309,7 @@ class VAE:
 
     def _checked(self, x: Any, eps: Any, y: Any) -> tuple:
         x = self.check_x(x)
-        return x, self.check_latent(eps, x.shape[0], "eps"), self.check_y(y, x.shape[0])
+        return x, self.check_noise(eps, x.shape[0]), self.check_y(y, x.shape[0])
 
     def elbo_terms(self, x: Any, eps: Any, y: Any = None, *,
                    kl: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -353,7 +368,7 @@ class VAE:
     def sample_prior(self, n: int, rng: np.random.Generator, y: Any = None) -> np.ndarray:
         """n latent vectors drawn from p(z) [given labels y (n,)]: (n, L)."""
         c = self.check_y(y, n) if y is not None else None
-        return self.prior.sample(self.params, n, rng, c).astype(self.dtype)
+        return self.bottleneck.sample_prior(self.params, n, rng, c).astype(self.dtype)
 
     def sample(self, n: int, y: Any = None, seed: Any = 0) -> np.ndarray:
         """Decode n draws from the prior; returns pixel means (n, D) (probabilities for
@@ -361,7 +376,7 @@ class VAE:
         integer for all n."""
         n, c = self.check_sample_args(n, y)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        z = self.prior.sample(self.params, n, rng, c).astype(self.dtype)
+        z = self.bottleneck.sample_prior(self.params, n, rng, c).astype(self.dtype)
         return self.likelihood.mean(self.params, self.decoder.forward(self.params, z, c)[0])
 
     def refit_prior(self, x: Any, y: Any = None, batch_size: int = 1000) -> None:
@@ -390,6 +405,13 @@ class VAE:
         z = self.bottleneck.code(self.params, h)
         return self.likelihood.mean(self.params, self.decoder.forward(self.params, z, c)[0])
 
+    def code_report(self, x: Any, y: Any = None) -> dict[str, Any]:
+        """Figures of the code of x (N, D) for a run's report: {} for the Gaussian code; the
+        rate in bits and the codes' usage perplexity for a quantized one (lesson 11)."""
+        x = self.check_x(x)
+        h, _ = self.encoder.forward(self.params, x, self.check_y(y, len(x)))
+        return self.bottleneck.report(self.params, h)
+
     def __repr__(self) -> str:
         c = self.config
         if c.architecture == "mlp":
@@ -398,6 +420,12 @@ class VAE:
             dims = f"conv {c.image_shape} channels {c.channels} -> {c.latent_dim}"
         extra = f", n_classes={c.n_classes}" if c.n_classes else ""
         extra += f", free_bits={c.free_bits}" if c.free_bits else ""
+        if c.bottleneck != "gaussian":  # a grid of discrete codes (lesson 11)
+            code = (f"vq K={c.codebook_size} D={c.code_dim}, codebook by {c.codebook_update}, "
+                    f"restarts every {c.restart_every} steps" if c.bottleneck == "vq"
+                    else f"fsq levels {c.levels}")
+            return (f"VAE(conv {c.image_shape} channels {c.channels} -> {code}, "
+                    f"{c.activation}, {c.likelihood}, beta={c.beta}, {c.dtype})")
         return (
             f"VAE({dims}, {c.activation}, {c.likelihood}, kl={c.kl_mode}, "
             f"prior={c.prior}, beta={c.beta}{extra}, {c.dtype})"

@@ -369,9 +369,13 @@ class TrainingRun:
         vae = self.backend.to_vae()
         history = self.loop.history
         extra = {}
-        if args.iwae_k > 0:
+        iwae = args.iwae_k > 0 and vae.bottleneck.stochastic  # one-hot codes: nothing to weigh
+        if iwae:
             extra[f"test_nll_iwae_k{args.iwae_k}"] = iwae_nll(vae, ds.x_test, k=args.iwae_k,
                                                               y=y_test)
+        code = vae.code_report(ds.x_test, y_test)  # a quantized code's rate and usage
+        if code:
+            extra["code"] = code
         figures = {}
         if history.epoch:
             figures["loss_curves"] = plots.loss_curves(history)
@@ -394,7 +398,11 @@ class TrainingRun:
         self.run.write_figures(figures)
         self.run.write_json(runs.METRICS, self.metrics("finished", extra))
         summary = f"test -ELBO {history.test_nelbo[-1]:.2f} nats" if history.epoch else "no epochs"
-        if args.iwae_k > 0:
+        if code:
+            summary += (f", rate {code['rate_bits']:.1f} bits per digit, codes' usage "
+                        f"perplexity {code['usage_perplexity']:.1f} of {code['n_codes']} on "
+                        "the test digits")
+        if iwae:
             key = f"test_nll_iwae_k{args.iwae_k}"
             summary += f", IWAE(k={args.iwae_k}) -log p(x) {extra[key]:.2f}"
         return summary, [runs.CHECKPOINT, runs.METRICS, *(f + ".png" for f in figures)]

@@ -150,6 +150,8 @@ class TorchBackend:
         bad = _nan_if_nonfinite([p.grad for p in self._params if p.grad is not None])
         self.opt.step()
         self.steps_done += 1
+        # what training changes besides the gradient step (lesson 11: EMA codebook, restarts)
+        model.bottleneck.after_step(model.params, self.steps_done, g)
         return torch.stack([loss.detach() + bad, recon.detach(), kl.detach()])
 
     def end_epoch(self) -> None:
