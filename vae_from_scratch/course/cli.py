@@ -10,7 +10,10 @@ vae-course lessons build | check      # lessons/ from solutions/
 
 A user's mistake (a bad flag, an output folder that cannot take the run, a device this
 machine lacks, missing data) ends in one line on stderr and exit status 2, before any
-training; a diverged run ends with status 1, a run stopped by Ctrl-C with status 130.
+training; a diverged run, or a file that cannot be written (a full disk, a read-only
+place, a name too long: any OSError), ends in one line and status 1; a command stopped by
+Ctrl-C ends with status 130, by SIGTERM with 143 (a run saves first). Ctrl-C while Python
+is still importing ends with 130 and no traceback too (:mod:`vae_course`, the entry point).
 This module holds the parser and the small commands; the flags of ``train`` are in
 :mod:`vae_from_scratch.course.flags`, the command itself in
 :mod:`vae_from_scratch.course.train_command`.
@@ -27,6 +30,7 @@ from vae_from_scratch import __version__
 from vae_from_scratch.config import read_real
 from vae_from_scratch.course import flags, threads
 from vae_from_scratch.course.download import DEFAULT_DEADLINE, DEFAULT_TIMEOUT
+from vae_from_scratch.course.run import RunWriteFailed
 from vae_from_scratch.course.train_command import cmd_train, require_torch
 from vae_from_scratch.train import TrainingDiverged
 
@@ -199,8 +203,27 @@ def cmd_lessons(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside training: stops the command as Ctrl-C does (exit status 143)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for an OSError: what could not be done to which file, and why."""
+    reason = err.strerror or str(err) or type(err).__name__
+    if err.filename is None:
+        return reason
+    both = f" -> {err.filename2}" if err.filename2 is not None else ""
+    return f"{err.filename}{both}: {reason}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``vae-course`` with ``argv`` (default: the process's); returns the exit status."""
+    import signal
+
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -219,18 +242,33 @@ def main(argv: list[str] | None = None) -> int:
         "start": cmd_start,
         "lessons": cmd_lessons,
     }[args.command]
+    previous = None
     try:
+        try:  # SIGTERM as Ctrl-C (training installs its own handler for both)
+            previous = signal.signal(signal.SIGTERM, _terminate)
+        except ValueError:  # not the main thread
+            pass
         return handler(args)
-    except TrainingDiverged as err:
-        print(f"vae-course {args.command}: stopped: {err}", file=sys.stderr)
+    except (TrainingDiverged, RunWriteFailed) as err:
+        print(f"vae-course {args.command}: stopped: {_one_line(err)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training
+    except KeyboardInterrupt as err:  # a Ctrl-C or SIGTERM outside training
         print(f"vae-course {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(err, Terminated) else 130
     except (ValueError, FileNotFoundError) as err:
-        message = " ".join(str(err).split())  # one line
-        print(f"vae-course {args.command}: error: {message}", file=sys.stderr)
+        print(f"vae-course {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a read-only place, a name too long, ...
+        print(f"vae-course {args.command}: error: {_one_line(describe_os_error(err))}",
+              file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
 
 
 if __name__ == "__main__":
