@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.one_line import assert_one_line
 from vae_from_scratch.course import run as runs
 from vae_from_scratch.course.checkpoint import load_vae, read_checkpoint, read_state
 
@@ -49,17 +50,6 @@ def _cli(*args, env=None, cwd=None, timeout=300):
 
 def _train(*args, env=None, timeout=300):
     return _cli("train", *args, env=env, timeout=timeout)
-
-
-def _one_line(result, code, *fragments):
-    """``result`` ended with ``code`` and one line on stderr holding every fragment."""
-    assert result.returncode == code, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def _manifest(folder):
@@ -116,12 +106,12 @@ def test_overwrite_of_a_running_run_is_refused_and_removes_nothing(tmp_path):
     try:
         before = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
         plain = _train(*FAST, "--epochs", 1, "--out", folder)
-        line = _one_line(plain, 2, "a run is training there now")
+        line = assert_one_line(plain, 2, "a run is training there now")
         assert "--overwrite" not in line  # it must not send the user to replace a live run
         replaced = _train(*FAST, "--epochs", 1, "--out", folder, "--overwrite")
-        _one_line(replaced, 2, "a run is training there now")
+        assert_one_line(replaced, 2, "a run is training there now")
         resumed = _train("--resume", folder)
-        _one_line(resumed, 2, "a run is training there now")
+        assert_one_line(resumed, 2, "a run is training there now")
         after = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
         assert set(before) <= set(after), (before, after)
         assert proc.poll() is None  # the live run goes on
@@ -140,7 +130,7 @@ def test_a_users_file_shaped_like_a_temporary_is_never_removed(tmp_path):
     alone = tmp_path / "alone"
     alone.mkdir()
     (alone / ".thesis.a1b2c3d4.tmp").write_bytes(precious)
-    _one_line(_train(*FAST, "--epochs", 1, "--out", alone), 2, "not empty", ".thesis")
+    assert_one_line(_train(*FAST, "--epochs", 1, "--out", alone), 2, "not empty", ".thesis")
     assert (alone / ".thesis.a1b2c3d4.tmp").read_bytes() == precious
 
     folder = tmp_path / "run"
@@ -151,7 +141,7 @@ def test_a_users_file_shaped_like_a_temporary_is_never_removed(tmp_path):
     resumed = _train("--resume", folder, "--epochs", 2)
     assert resumed.returncode == 0, resumed.stderr
     assert all(path.read_bytes() == precious for path in mine)
-    _one_line(_train(*FAST, "--epochs", 1, "--out", folder, "--overwrite"), 2,
+    assert_one_line(_train(*FAST, "--epochs", 1, "--out", folder, "--overwrite"), 2,
               "which --overwrite does not remove")
     assert all(path.read_bytes() == precious for path in mine)
 
@@ -164,7 +154,7 @@ def test_a_manifest_listing_a_users_file_is_refused(tmp_path):
     manifest["files"].append("thesis.txt")
     (folder / runs.MANIFEST).write_text(json.dumps(manifest))
     before = _files(folder)
-    _one_line(_train(*FAST, "--epochs", 1, "--out", folder, "--overwrite"), 2,
+    assert_one_line(_train(*FAST, "--epochs", 1, "--out", folder, "--overwrite"), 2,
               "thesis.txt", "not a file the course writes")
     assert _files(folder) == before
 
@@ -175,7 +165,7 @@ def test_a_users_own_checkpoint_is_not_taken_for_a_run(tmp_path):
     folder.mkdir()
     shutil.copy(tmp_path / "run" / runs.CHECKPOINT, folder)
     before = _files(folder)
-    _one_line(_train(*FAST, "--epochs", 1, "--out", folder, "--overwrite"), 2, "holds no run")
+    assert_one_line(_train(*FAST, "--epochs", 1, "--out", folder, "--overwrite"), 2, "holds no run")
     assert _files(folder) == before
 
 
@@ -191,7 +181,7 @@ def test_resume_removes_the_runs_own_leftovers_even_when_it_refuses(tmp_path):
                  for name in (runs.MANIFEST, runs.STATE)]
     for path in leftovers:
         path.write_bytes(b"half a file")
-    _one_line(_train("--resume", folder), 2, "saved no state")
+    assert_one_line(_train("--resume", folder), 2, "saved no state")
     assert not any(path.exists() for path in leftovers)
     # and a new run there (with --overwrite) starts clean
     replaced = _train(*FAST, "--epochs", 1, "--out", folder, "--overwrite")
@@ -213,7 +203,8 @@ def test_a_file_from_another_run_is_refused_on_resume(tmp_path, name):
     manifest["status"] = "interrupted"  # as if it had been stopped
     (run / runs.MANIFEST).write_text(json.dumps(manifest))
     before = _files(run)
-    line = _one_line(_train("--resume", run, "--epochs", 2), 2, name, "not from this folder's run")
+    line = assert_one_line(_train("--resume", run, "--epochs", 2), 2, name,
+                           "not from this folder's run")
     assert manifest["run_id"][:8] in line
     assert _files(run) == before
     ids = {read_state(run / runs.STATE)[3]["run_id"], _metrics(run)["run_id"],
@@ -225,7 +216,7 @@ def test_a_file_from_another_run_is_refused_on_resume(tmp_path, name):
 
 
 def _check_failed_run(folder, result, epochs_kept):
-    line = _one_line(result, 1, "No space left on device", f"--resume {folder}")
+    line = assert_one_line(result, 1, "No space left on device", f"--resume {folder}")
     assert "state.safetensors" in line
     assert _manifest(folder)["status"] == "failed"
     assert _metrics(folder)["status"] == "failed"
@@ -272,7 +263,7 @@ def test_a_real_full_disk_ends_in_one_line_and_the_run_resumes_elsewhere(tmp_pat
         full = _train(*FAST, "--epochs", 3, "--out", folder)
         assert full.returncode == 1, full.stderr
         assert "Traceback" not in full.stderr
-        line = _one_line(full, 1, "No space left on device")
+        line = assert_one_line(full, 1, "No space left on device")
         assert "is kept" in line
         moved = tmp_path / "moved"
         shutil.copytree(folder, moved)
@@ -283,8 +274,8 @@ def test_a_real_full_disk_ends_in_one_line_and_the_run_resumes_elsewhere(tmp_pat
     assert _manifest(moved)["status"] == "finished"
 
 
-def test_an_out_name_too_long_ends_in_one_line(tmp_path):
-    _one_line(_train(*FAST, "--epochs", 1, "--out", tmp_path / ("x" * 300)), 2,
+def test_an_out_name_too_long_ends_inassert_one_line(tmp_path):
+    assert_one_line(_train(*FAST, "--epochs", 1, "--out", tmp_path / ("x" * 300)), 2,
               "File name too long")
 
 

@@ -140,7 +140,12 @@ def cmd_start(args: argparse.Namespace) -> int:
     import os
     import shutil
 
-    from vae_from_scratch.course.start import open_argv, open_command, start_course
+    from vae_from_scratch.course.start import (
+        browser_reach,
+        open_argv,
+        open_command,
+        start_course,
+    )
 
     report = start_course(args.folder)
     where = report.folder
@@ -150,16 +155,27 @@ def cmd_start(args: argparse.Namespace) -> int:
     if report.kept:
         print(f"kept {len(report.kept)} already there (your work is never overwritten): "
               f"{', '.join(p.name for p in report.kept)}")
+    for copy, aside in report.moved.items():
+        print(f"{copy} was damaged (not a readable notebook): moved it to {aside.name} and "
+              "copied the lesson afresh")
+    for lesson, problem in report.damaged.items():
+        print(f"not copied: {lesson} is damaged ({problem}); repair lessons/ with "
+              "`vae-course lessons build --force` (it keeps a backup), then run start again",
+              file=sys.stderr)
     if not report.copied and not report.kept:
         print(f"no lessons to copy into {where}/")
-    folder, lab = open_argv(report)
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    folder, lab = open_argv(report, as_root)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if as_root:
+        print("running as root: JupyterLab refuses root unless given --allow-root, so the "
+              "command below has it (better: work as an ordinary user)")
     if args.no_lab or not interactive or shutil.which(lab[0]) is None:
-        print(f"Open the course (the file browser then reaches {where.name}/, lessons/ and "
-              f"solutions/):\n  {open_command(report)}")
+        print(f"Open the course ({browser_reach(report)}):\n  "
+              f"{open_command(report, as_root)}")
         return 0
-    print(f"opening JupyterLab: {' '.join(lab)} (in {folder}; Ctrl-C twice stops it)",
-          flush=True)
+    print(f"opening JupyterLab: {' '.join(lab)} (in {folder}; {browser_reach(report)}; "
+          "Ctrl-C twice stops it)", flush=True)
     os.chdir(folder)
     os.execvp(lab[0], lab)  # JupyterLab takes over this process
 
@@ -168,33 +184,46 @@ def cmd_lessons(args: argparse.Namespace) -> int:
     from vae_from_scratch.course.lessons import (
         backup_dir_for,
         build_lessons,
+        damage,
+        damaged_lessons,
         edited_lessons,
         stale_lessons,
     )
 
     if args.action == "build":
-        kept = []
+        kept, damaged = [], []
         for built in build_lessons(args.solutions, args.lessons, force=args.force):
             if built.action == "written":
                 print(f"wrote {built.path}")
             elif built.action == "replaced":
-                print(f"wrote {built.path} (your edited version is kept in {built.backup})")
+                what = "the damaged file" if built.problem else "your edited version"
+                print(f"wrote {built.path} ({what} is kept in {built.backup})")
             elif built.action == "kept":
                 kept.append(built.path)
                 print(f"kept {built.path}: it has your edits")
+            elif built.action == "damaged":
+                damaged.append(built.path)
+                print(f"kept {built.path}: it is damaged ({built.problem})")
+        if damaged:
+            print(f"{len(damaged)} damaged lesson(s) left as they are (a cut-short write or a "
+                  "broken edit; they may hold work of yours): `vae-course lessons build "
+                  f"--force` rewrites them from solutions/ after a backup of each in "
+                  f"{backup_dir_for(args.lessons)}/", file=sys.stderr)
         if kept:
             print(f"{len(kept)} lesson(s) with your edits left as they are. To keep working on "
                   "them, work in your own copy (`vae-course start` copies the lessons into "
                   "my-lessons/, never overwriting); to rewrite them from solutions/ anyway: "
                   f"`vae-course lessons build --force` (it keeps a backup of each in "
                   f"{backup_dir_for(args.lessons)}/)", file=sys.stderr)
-            return 1
-        return 0
+        return 1 if kept or damaged else 0
     stale = stale_lessons(args.solutions, args.lessons)
     for problem in stale:
         print(problem)
     for path in edited_lessons(args.solutions, args.lessons):
         print(f"note: {path} has your edits; judged by its committed version")
+    for path in damaged_lessons(args.solutions, args.lessons):
+        print(f"note: {path} is damaged ({damage(path.read_bytes())}); judged by its "
+              "committed version")
     if stale:
         print("lessons/ is out of step with solutions/: run `vae-course lessons build` "
               "(it rewrites only lessons nobody edited)")

@@ -49,7 +49,8 @@ def temporary_name(path: str | os.PathLike, suffix: str = TMP_SUFFIX) -> Path:
 
 
 def _stale_pattern(suffix):
-    return re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}" + re.escape(suffix) + "$")
+    # 8 hex digits here; 8 of [a-z0-9_] from tempfile.mkstemp in earlier versions
+    return re.compile(r"^\.(?P<name>.+)\.[0-9a-z_]{8}" + re.escape(suffix) + "$")
 
 
 def fsync_folder(folder: str | os.PathLike) -> None:
