@@ -103,7 +103,7 @@ def start_course(folder: str | Path | None = None) -> StartReport:
             if not target.is_file() or not damage(target.read_bytes()) or problem:
                 report.kept.append(target)
                 continue
-            aside = target.with_name(f"{target.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            aside = _aside(target)
             os.replace(target, aside)  # the damaged copy is kept, under another name
             report.moved[target] = aside
         if problem:
@@ -111,6 +111,15 @@ def start_course(folder: str | Path | None = None) -> StartReport:
         atomic_write_bytes(target, data)  # a copy cut short never leaves half a notebook
         report.copied.append(target)
     return report
+
+
+def _aside(target: Path) -> Path:
+    """A name no file has yet for a damaged copy: ``NAME.damaged-<time>[-k]``."""
+    stem = f"{target.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside, k = target.with_name(stem), 1
+    while aside.exists() or aside.is_symlink():
+        aside, k = target.with_name(f"{stem}-{k}"), k + 1
+    return aside
 
 
 def open_argv(report: StartReport, as_root: bool = False) -> tuple[Path, list[str]]:
