@@ -15,9 +15,10 @@
 The rules of the folder, in the order a run meets them:
 
 1. **The lock first.** A process takes the folder's lock (``flock`` where the system has
-   ``fcntl``) before it reads, writes or removes anything in it, and holds it until it
-   exits. A folder whose lock is held belongs to a running run: a new run into it is
-   refused, ``--overwrite`` included, and so is ``--resume``.
+   ``fcntl``) before it writes or removes anything in it, and holds it until it exits; it
+   checks the folder again under the lock. (The check before training only reads, once it
+   has found the lock free.) A folder whose lock is held belongs to a running run: a new
+   run into it is refused, ``--overwrite`` included, and so is ``--resume``.
 2. **The course deletes only files it wrote itself.** ``--overwrite`` removes the files the
    manifest lists, and the manifest may list only the course's own names (:data:`RUN_FILES`
    and the figures of :data:`FIGURES`), plain names inside the folder; a manifest naming
