@@ -16,6 +16,7 @@ the run again with ``--overwrite``. It counts:
 
     python scripts/fault_run.py --trials 100            # about 10 s a trial on a busy CPU
     python scripts/fault_run.py --trials 20 --seed 1 --json faults.json
+    python scripts/fault_run.py --trials 10 --backend torch    # the mirror, on the CPU
 
 Runs through the command's real entry point (``vae_course.main``), so a Ctrl-C during the
 imports is tried too. Exit status 0 when nothing was lost and no traceback was printed.
@@ -142,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs "
                         "(default: a temporary folder, removed at the end)")
     parser.add_argument("--json", type=Path, default=None, help="write the counts there")
+    parser.add_argument("--backend", choices=("numpy", "torch"), default="numpy",
+                        help="the torch backend runs on the CPU (default: numpy)")
     args = parser.parse_args(argv)
+    if args.backend == "torch":
+        FLAGS.extend(["--backend", "torch", "--device", "cpu"])
     kinds = args.signals.split(",")
     rng = random.Random(args.seed)
     work = args.work or Path(tempfile.mkdtemp(prefix="fault-run-"))
