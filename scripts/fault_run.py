@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs "
                         "(default: a temporary folder, removed at the end)")
     parser.add_argument("--json", type=Path, default=None, help="write the counts there")
+    parser.add_argument("--window", type=float, default=0.8,
+                        help="faults come at a random time up to this fraction of the "
+                        "uninterrupted run's time (default: 0.8)")
     parser.add_argument("--backend", choices=("numpy", "torch"), default="numpy",
                         help="the torch backend runs on the CPU (default: numpy)")
     args = parser.parse_args(argv)
@@ -160,12 +163,13 @@ def main(argv: list[str] | None = None) -> int:
             print(straight.stderr, file=sys.stderr)
             return 2
         reference = {p.name: p.read_bytes() for p in (work / "straight").iterdir()}
+        window = args.window * took
         print(f"uninterrupted run: {took:.1f} s; {args.trials} trials, faults at a random "
-              f"time in [0, {1.1 * took:.1f}] s", flush=True)
+              f"time in [0, {window:.1f}] s", flush=True)
         counts: Counter = Counter()
         notes: list[str] = []
         for i in range(args.trials):
-            signame, delay = rng.choice(kinds), rng.uniform(0, 1.1 * took)
+            signame, delay = rng.choice(kinds), rng.uniform(0, window)
             folder = work / f"trial{i:04d}"
             trial(folder, signame, delay, reference, counts, notes)
             shutil.rmtree(folder, ignore_errors=True)

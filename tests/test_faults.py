@@ -365,15 +365,16 @@ def test_ctrl_c_during_the_final_outputs_says_what_happens(tmp_path, monkeypatch
         load_vae(folder / runs.CHECKPOINT)
 
 
-def test_ctrl_c_while_python_imports_exits_130_quietly():
-    # a real SIGINT, sent by the process to itself when the command starts importing NumPy
+@pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_while_python_imports_ends_quietly(signame, code):
+    # a real signal, sent by the process to itself when the command starts importing NumPy
     script = (
         "import builtins, os, signal, sys\n"
         "real = builtins.__import__\n"
         "def hook(name, *args, **kwargs):\n"
         "    if name == 'numpy':\n"
         "        builtins.__import__ = real\n"
-        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        f"        os.kill(os.getpid(), signal.{signame})\n"
         "    return real(name, *args, **kwargs)\n"
         "builtins.__import__ = hook\n"
         "sys.argv = ['vae-course', 'train', '--help']\n"
@@ -382,7 +383,7 @@ def test_ctrl_c_while_python_imports_exits_130_quietly():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             env=ENV, timeout=120)
-    assert result.returncode == 130, result.stderr
+    assert result.returncode == code, result.stderr
     assert result.stderr == "" and result.stdout == ""
 
 
