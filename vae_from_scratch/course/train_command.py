@@ -347,6 +347,9 @@ class TrainingRun:
             return self._interrupted(stop.signal)
         # every epoch done and saved: a first Ctrl-C now lets the final outputs finish
         stop.finishing = True
+        if stop.requested:  # it came as the last epoch ended: say what it does now
+            print("vae-course train: training is done; finishing the IWAE estimate and the "
+                  "figures (press Ctrl-C again to skip them)", file=sys.stderr)
         summary, files = self.final_outputs()
         self.run.set_status("finished")
         took = time.perf_counter() - self.started
