@@ -12,7 +12,10 @@ backend's state and the loop's, and continues where it stopped. The flags themse
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -158,6 +161,7 @@ def reopen(args: argparse.Namespace, argv: Sequence[str]) -> Resumed:
                 f"--resume {args.resume}: its saved state is incomplete ({err})"
             ) from None
         args = resume_args(args, argv, info["argv"])
+        run.adopt_id()  # a run of format 1 is bound to an id from now on
     except BaseException:
         run.close()
         raise
@@ -186,7 +190,7 @@ def note_versions(saved: dict[str, Any], now: dict[str, Any]) -> None:
 
 def cmd_train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     """``vae-course train``: check everything, then train in the run folder; returns the
-    exit status (0 done, 130 interrupted)."""
+    exit status (0 done, 130 interrupted by Ctrl-C, 143 by SIGTERM)."""
     resumed = None
     if args.resume is not None:
         resumed = reopen(args, argv)
@@ -234,6 +238,8 @@ class TrainingRun:
         self.y_test = ds.y_test if backend.config.n_classes else None
         self.argv = flags.run_argv(args)
         self.started = time.perf_counter()
+        # where the state on disk stands: (epochs done, step); None before the first save
+        self.saved_at = (loop.epochs_done, loop.step) if args.resume is not None else None
 
     @classmethod
     def prepare(cls, args: argparse.Namespace, resumed: Resumed | None) -> TrainingRun:
@@ -257,8 +263,11 @@ class TrainingRun:
         if resumed is not None:
             return cls(resumed.run, args, ds, backend, resumed.loop, fingerprint,
                        resumed.info.get("seconds", 0.0))
-        return cls(runs.Run.create(args.out, overwrite=args.overwrite), args, ds, backend,
-                   LoopState(), fingerprint)
+        run_id = runs.run_id_for(
+            {dest: flags.flag_text(getattr(args, dest)) for dest in flags.RUN_FLAGS
+             if dest not in (*flags.RESUME_MAY_CHANGE, "data_dir")}, fingerprint)
+        return cls(runs.Run.create(args.out, overwrite=args.overwrite, run_id=run_id), args,
+                   ds, backend, LoopState(), fingerprint)
 
     def seconds(self) -> float:
         """The run's training time so far, across its resumptions."""
@@ -278,6 +287,7 @@ class TrainingRun:
             {"epochs": self.loop.epochs_done, "backend": self.backend.name,
              "test_nelbo": history.test_nelbo[-1] if history.test_nelbo else None},
         )
+        self.saved_at = (self.loop.epochs_done, self.loop.step)
         return vae
 
     def metrics(self, status: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -307,27 +317,40 @@ class TrainingRun:
 
     def train(self) -> int:
         """Train in the open run folder, saving after every epoch; then the final outputs.
-        Returns the exit status: 0 when every epoch is done, 130 when stopped."""
+        Returns the exit status: 0 when every epoch is done, 130 (SIGINT) or 143 (SIGTERM)
+        when stopped. RunWriteFailed when a file cannot be written (the run is marked)."""
+        stop = runs.StopRequest()
+        try:
+            with stop:
+                return self._train(stop)
+        except KeyboardInterrupt:  # a second signal: stop at once
+            return self._stopped_at_once(stop)
+        except OSError as err:
+            raise self._failed(err) from None
+
+    def _train(self, stop: runs.StopRequest) -> int:
         args, out, loop = self.args, self.args.out, self.loop
         self.run.set_status("running")
         self._announce()
-        stop = runs.StopRequest()
-        with stop:
-            try:
-                fit(self.backend, self.x_test, epochs=args.epochs, y_test=self.y_test,
-                    log=None if args.quiet else print, lr_hint=f"try --lr {args.lr / 3:.1e}",
-                    loop=loop, on_epoch_end=self.save, stop=stop)
-            except TrainingDiverged as err:
-                self.run.set_status("diverged")
-                self.run.write_json(runs.METRICS, self.metrics("diverged", {"error": str(err)}))
-                raise TrainingDiverged(
-                    f"{err} The last good state (after {_plural(loop.epochs_done, 'epoch')}) "
-                    f"is in {out}/."
-                ) from None
-            if not loop.stopped:  # every epoch done: a Ctrl-C from here on no longer stops it
-                summary, files = self.final_outputs()
+        try:
+            fit(self.backend, self.x_test, epochs=args.epochs, y_test=self.y_test,
+                log=None if args.quiet else print, lr_hint=f"try --lr {args.lr / 3:.1e}",
+                loop=loop, on_epoch_end=self.save, stop=stop)
+        except TrainingDiverged as err:
+            self.run.set_status("diverged")
+            self.run.write_json(runs.METRICS, self.metrics("diverged", {"error": str(err)}))
+            raise TrainingDiverged(
+                f"{err} The last good state (after {_plural(loop.epochs_done, 'epoch')}) "
+                f"is in {out}/."
+            ) from None
         if loop.stopped:
-            return self._interrupted()
+            return self._interrupted(stop.signal)
+        # every epoch done and saved: a first Ctrl-C now lets the final outputs finish
+        stop.finishing = True
+        if stop.requested:  # it came as the last epoch ended: say what it does now
+            print("vae-course train: training is done; finishing the IWAE estimate and the "
+                  "figures (press Ctrl-C again to skip them)", file=sys.stderr)
+        summary, files = self.final_outputs()
         self.run.set_status("finished")
         took = time.perf_counter() - self.started
         print(f"done in {took:.1f} s: {summary}. Wrote {out}/ ({', '.join(files)})")
@@ -347,17 +370,74 @@ class TrainingRun:
                 f"the end of epoch {loop.epochs_done}")
             print(f"resuming {args.out} at {where} of {args.epochs} with the {name} backend")
 
-    def _interrupted(self) -> int:
+    def _where_saved(self) -> str:
+        if self.saved_at is None:
+            return "no state was saved yet"
+        epochs, step = self.saved_at
+        if step:
+            return f"the state saved in epoch {epochs + 1} (step {step}) is kept"
+        return f"the state saved after {_plural(epochs, 'epoch')} is kept"
+
+    def _continue_hint(self) -> str:
+        return f"vae-course train --resume {shlex.quote(str(self.args.out))}"
+
+    def _interrupted(self, signum: int | None) -> int:
         loop, out = self.loop, self.args.out
         if loop.step:  # stopped inside an epoch; at an epoch's start that state is saved
             self.save()
-        self.run.write_json(runs.METRICS, self.metrics("interrupted"))
+        self.run.write_json(runs.METRICS, self.metrics("interrupted",
+                                                       {"signal": _signal_name(signum)}))
         self.run.set_status("interrupted")
         where = f"in epoch {loop.epochs_done + 1} (step {loop.step})" if loop.step else (
             f"after {_plural(loop.epochs_done, 'epoch')} of {self.args.epochs}")
-        print(f"interrupted {where}; saved {out}/. Continue with: vae-course train --resume "
-              f"{shlex.quote(str(out))}", file=sys.stderr)
-        return 130
+        by = "" if signum in (None, signal.SIGINT) else f" by {_signal_name(signum)}"
+        print(f"interrupted{by} {where}; saved {out}/. Continue with: {self._continue_hint()}",
+              file=sys.stderr)
+        return runs.exit_status(signum)
+
+    def _stopped_at_once(self, stop: runs.StopRequest) -> int:
+        """A second Ctrl-C (or SIGTERM): nothing more is computed; the run is marked and
+        the last state saved stays the resume point."""
+        out = self.args.out
+        with runs.StopRequest():  # a third signal must not cut the marking short
+            if stop.finishing:  # training was done and saved: only the extras are skipped
+                with contextlib.suppress(OSError):
+                    self.run.write_json(runs.METRICS, self.metrics(
+                        "finished", {"final_outputs": "skipped (interrupted)"}))
+                    self.run.set_status("finished")
+                print(f"interrupted: training is done and saved in {out}/; the IWAE estimate "
+                      "and the figures were skipped", file=sys.stderr)
+                return runs.exit_status(stop.signal)
+            with contextlib.suppress(OSError):
+                self.run.write_json(runs.METRICS, self.metrics(
+                    "interrupted", {"signal": _signal_name(stop.signal), "stopped_at_once": True,
+                                    "saved": self._where_saved()}))
+                self.run.set_status("interrupted")
+        print(f"interrupted at once: {self._where_saved()} in {out}/. Continue with: "
+              f"{self._continue_hint()}", file=sys.stderr)
+        return runs.exit_status(stop.signal)
+
+    def _failed(self, err: OSError) -> runs.RunWriteFailed:
+        """Mark the run ``failed`` (as far as the disk lets us) and say what is kept."""
+        reason = err.strerror or str(err)
+        what = f"could not write {err.filename}" if err.filename else "a write failed"
+        marked = True
+        try:
+            self.run.set_status("failed")
+        except OSError:
+            marked = False
+        with contextlib.suppress(OSError):
+            self.run.write_json(runs.METRICS,
+                                self.metrics("failed", {"error": f"{what}: {reason}"}))
+        note = "" if marked else f" ({runs.MANIFEST} could not be updated)"
+        if self.saved_at is None:
+            return runs.RunWriteFailed(f"{what}: {reason}; no state was saved yet{note}")
+        fix = "free some space" if err.errno == errno.ENOSPC else "fix that"
+        kept = self._where_saved()
+        return runs.RunWriteFailed(
+            f"{what}: {reason}. {kept[0].upper()}{kept[1:]} in {self.args.out}/{note}; {fix}, "
+            f"then continue with: {self._continue_hint()}"
+        )
 
     def final_outputs(self) -> tuple[str, list[str]]:
         """metrics.json (with the IWAE estimate) and the figures, once training is done;
@@ -406,3 +486,7 @@ class TrainingRun:
             key = f"test_nll_iwae_k{args.iwae_k}"
             summary += f", IWAE(k={args.iwae_k}) -log p(x) {extra[key]:.2f}"
         return summary, [runs.CHECKPOINT, runs.METRICS, *(f + ".png" for f in figures)]
+
+
+def _signal_name(signum: int | None) -> str:
+    return signal.Signals(signum).name if signum is not None else "SIGINT"
