@@ -1,12 +1,13 @@
-"""Lesson 12's models in PyTorch: flows, posteriors and the flow VAE.
+"""Lesson 12's models in PyTorch: flows, posteriors, the flow VAE and the two-level VAE.
 
-The same functions as ``flows.py``, ``posteriors.py`` and ``flow_vae.py``, written with
-torch operations so that autograd computes what those modules derive by hand. Each class
-wraps the NumPy object it mirrors (its networks, masks, names and sizes) and works on a dict
-of tensors with the NumPy parameter names (:func:`tensors`), so parity is checked from the
-very same numbers (``tests/test_flows.py``, ``tests/test_flow_vae.py``). Likelihoods:
-Bernoulli and Gaussian (the continuous Bernoulli lives in ``torch_vae``, whose helpers are
-private to it until the torch subpackage gives them a public home).
+The same functions as ``flows.py``, ``posteriors.py``, ``flow_vae.py`` and
+``hierarchical.py``, written with torch operations so that autograd computes what those
+modules derive by hand. Each class wraps the NumPy object it mirrors (its networks, masks,
+names and sizes) and works on a dict of tensors with the NumPy parameter names
+(:func:`tensors`), so parity is checked from the very same numbers (``tests/test_flows.py``,
+``tests/test_flow_vae.py``, ``tests/test_hierarchical.py``). Likelihoods: Bernoulli and
+Gaussian (the continuous Bernoulli lives in ``torch_vae``, whose helpers are private to it
+until the torch subpackage gives them a public home).
 """
 
 from __future__ import annotations
@@ -174,3 +175,52 @@ class TorchFlowVAE:
         beta = self.model.config.beta if beta is None else beta
         recon, kl = self.elbo_terms(params, x, eps)
         return (recon + beta * kl).mean(), recon.mean(), kl.mean()
+
+
+class TorchTwoLevelVAE:
+    """A NumPy ``hierarchical.TwoLevelVAE`` in torch, on a dict of tensors.
+
+    kl_terms(params, x, eps, kl=None) -> recon, kl1, kl2 per example (N,) each;
+    loss(params, x, eps, beta=None) -> (loss, recon, kl) with the model's free bits.
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def _gaussian_net(self, net, params, x):
+        h = mlp_forward(net.net, params, x)
+        return tuple(_linear(params, head.name, h) for head in net.heads)
+
+    def _per_dim(self, params, x, eps, kl):
+        m = self.model
+        l1 = m.latent_dims[0]
+        eps1, eps2 = eps[:, :l1], eps[:, l1:]
+        h = mlp_forward(m.base.encoder, params, x)
+        mu1, lv1 = _linear(params, "enc.mu", h), _linear(params, "enc.log_var", h)
+        z1 = mu1 + torch.exp(0.5 * lv1) * eps1
+        mu2, lv2 = self._gaussian_net(m.enc2, params, z1)
+        z2 = mu2 + torch.exp(0.5 * lv2) * eps2
+        mu_p, lv_p = self._gaussian_net(m.prior1, params, z2)
+        out = mlp_forward(m.base.decoder, params, z1)
+        recon = -_log_likelihood(m.config, params, x, out)
+        log_q1 = -0.5 * (LOG_2PI + lv1 + eps1 * eps1)
+        kl1 = log_q1 - _gaussian_log_density(z1, mu_p, lv_p)
+        if (kl or "analytic") == "analytic":
+            kl2 = 0.5 * (mu2 * mu2 + torch.exp(lv2) - 1.0 - lv2)
+        else:
+            kl2 = -0.5 * (LOG_2PI + lv2 + eps2 * eps2) + 0.5 * (LOG_2PI + z2 * z2)
+        return recon, kl1, kl2
+
+    def kl_terms(self, params, x, eps, kl=None):
+        recon, kl1, kl2 = self._per_dim(params, x, eps, kl)
+        return recon, kl1.sum(-1), kl2.sum(-1)
+
+    def loss(self, params, x, eps, beta=None):
+        m = self.model
+        beta = m.config.beta if beta is None else beta
+        recon, kl1, kl2 = self._per_dim(params, x, eps, "analytic")
+        kl = (kl1.sum(-1) + kl2.sum(-1)).mean()
+        charged = kl
+        if m.free_bits > 0:
+            charged = sum(torch.clamp(k.mean(0), min=m.free_bits).sum() for k in (kl1, kl2))
+        return recon.mean() + beta * charged, recon.mean(), kl
