@@ -229,7 +229,7 @@ def test_iaf_density_integrates_to_one_in_2d():
         s.init_params(rng, params)
     for k in params:
         params[k] = params[k] * 3  # a markedly non-Gaussian density
-    g = np.linspace(-9, 9, 601)
+    g = np.linspace(-8, 8, 201)
     zz = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
     z = zz
     log_det = np.zeros(len(zz))
@@ -237,8 +237,10 @@ def test_iaf_density_integrates_to_one_in_2d():
         z = s.inverse(params, z)
         log_det += s.forward(params, z)[1]
     log_q = -0.5 * np.sum(np.log(2 * np.pi) + z * z, axis=1) - log_det
+    # a plain sum over the grid: for a smooth density that vanishes at the edges it is
+    # accurate far beyond what its spacing suggests
     total = np.exp(log_q).sum() * (g[1] - g[0]) ** 2
-    assert abs(total - 1) < 1e-3
+    assert abs(total - 1) < 1e-6
     # the log-det sign flipped: not a density
     wrong = -0.5 * np.sum(np.log(2 * np.pi) + z * z, axis=1) + log_det
     assert abs(np.exp(wrong).sum() * (g[1] - g[0]) ** 2 - 1) > 0.05

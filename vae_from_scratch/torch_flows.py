@@ -126,7 +126,7 @@ def _log_likelihood(config, params, x, out):
         return -F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
     if config.likelihood == "gaussian":
         log_var = (params["dec.log_var"] if config.obs_var == "learned"
-                   else torch.tensor(math.log(config.obs_var), dtype=out.dtype))
+                   else torch.tensor(math.log(config.obs_var), dtype=out.dtype, device=out.device))
         return _gaussian_log_density(x, out, log_var).sum(-1)
     raise ValueError(f"the torch mirror of lesson 12 has no {config.likelihood} likelihood")
 
