@@ -10,6 +10,7 @@ import pytest
 from vae_from_scratch import gaps
 from vae_from_scratch import linear_gaussian as lg
 from vae_from_scratch.flow_vae import FlowVAE
+from vae_from_scratch.gradcheck import rel_error
 
 pytestmark = [pytest.mark.lesson12]
 
@@ -115,3 +116,26 @@ def test_optimize_local_with_several_samples_per_step(setup):
     mu, log_var = lg.best_diagonal_q(x, W, b, SIGMA2)
     best = lg.elbo_gaussian(x, W, b, SIGMA2, mu, lg.diag_cov(log_var))
     assert np.max(best - _exact_elbo(local, x, W, b)) < 0.03
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("options", [dict(), dict(posterior="iaf", flow_steps=2, context_dim=2,
+                                                   hidden_sizes=(5,), activation="tanh")],
+                         ids=["gaussian", "iaf"])
+def test_torch_optimize_local_follows_the_numpy_run(options):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    from vae_from_scratch.torch_flows import TorchFlowVAE, tensors
+    from vae_from_scratch.torch_flows import optimize_local as torch_optimize_local
+
+    model = FlowVAE(D, (5,), L, dtype=np.float64, seed=2, likelihood="gaussian", **options)
+    x = np.random.default_rng(3).standard_normal((4, D))
+    start = model.encode_local(x)
+    steps = 25
+    local, _ = gaps.optimize_local(model, x, start, steps=steps, lr=3e-2, seed=5)
+    rng = np.random.default_rng(5)  # the draws optimize_local made, in its order
+    noises = [torch.tensor(rng.standard_normal((4, L))) for _ in range(steps)]
+    t_local = torch_optimize_local(TorchFlowVAE(model), tensors(model.params), torch.tensor(x),
+                                   tensors(start), noises, lr=3e-2)
+    for k in local:
+        assert rel_error(t_local[k].numpy(), local[k]) < 1e-10, k
+        assert not np.allclose(local[k], start[k])

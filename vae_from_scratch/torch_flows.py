@@ -1,13 +1,14 @@
-"""Lesson 12's models in PyTorch: flows, posteriors, the flow VAE and the two-level VAE.
+"""Lesson 12 in PyTorch: flows, posteriors, the flow VAE, the two-level VAE and the
+per-example optimisation of the gap estimate.
 
-The same functions as ``flows.py``, ``posteriors.py``, ``flow_vae.py`` and
-``hierarchical.py``, written with torch operations so that autograd computes what those
-modules derive by hand. Each class wraps the NumPy object it mirrors (its networks, masks,
-names and sizes) and works on a dict of tensors with the NumPy parameter names
+The same functions as ``flows.py``, ``posteriors.py``, ``flow_vae.py``, ``hierarchical.py``
+and ``gaps.optimize_local``, written with torch operations so that autograd computes what
+those modules derive by hand. Each class wraps the NumPy object it mirrors (its networks,
+masks, names and sizes) and works on a dict of tensors with the NumPy parameter names
 (:func:`tensors`), so parity is checked from the very same numbers (``tests/test_flows.py``,
-``tests/test_flow_vae.py``, ``tests/test_hierarchical.py``). Likelihoods: Bernoulli and
-Gaussian (the continuous Bernoulli lives in ``torch_vae``, whose helpers are private to it
-until the torch subpackage gives them a public home).
+``test_flow_vae.py``, ``test_hierarchical.py``, ``test_gaps.py``). Likelihoods: Bernoulli
+and Gaussian (the continuous Bernoulli lives in ``torch_vae``, whose helpers are private to
+it until the torch subpackage gives them a public home).
 """
 
 from __future__ import annotations
@@ -224,3 +225,29 @@ class TorchTwoLevelVAE:
         if m.free_bits > 0:
             charged = sum(torch.clamp(k.mean(0), min=m.free_bits).sum() for k in (kl1, kl2))
         return recon.mean() + beta * charged, recon.mean(), kl
+
+
+# --- the per-example optimisation of gaps.py ---------------------------------------------------
+
+
+def optimize_local(mirror, params, x, local, noises, lr=3e-2, decay=True):
+    """``gaps.optimize_local`` with autograd and ``torch.optim.Adam``: each example's local
+    parameters climb its one-sample ELBO, the model's ``params`` frozen.
+
+    mirror: a :class:`TorchFlowVAE`; params, local: dicts of tensors; x (N, D); noises: one
+    (N, L) noise tensor per step (their number is the number of steps), which lets a test
+    feed the NumPy run's very draws. ``decay``: the rate falls linearly to 0, as in NumPy.
+    Returns the optimized local parameters (new tensors).
+    """
+    local = {k: v.detach().clone().requires_grad_(True) for k, v in local.items()}
+    params = {k: v.detach() for k, v in params.items()}
+    opt = torch.optim.Adam(list(local.values()), lr=lr)
+    steps = len(noises)
+    for step, eps in enumerate(noises, start=1):
+        if decay:
+            for group in opt.param_groups:
+                group["lr"] = lr * (steps + 1 - step) / steps
+        opt.zero_grad()
+        (-mirror.local_elbo(params, x, local, eps).sum()).backward()
+        opt.step()
+    return {k: v.detach() for k, v in local.items()}
