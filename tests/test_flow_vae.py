@@ -101,6 +101,23 @@ def test_the_gaussian_posterior_is_the_vae_itself():
                                mc.elbo_terms(x, eps), rtol=1e-12)
 
 
+def test_the_gaussian_can_train_with_the_flows_kl_estimator():
+    x, eps = _data()
+    vae = VAE(D, H, L, dtype=np.float64, seed=4, kl="monte_carlo")
+    model = FlowVAE(D, H, L, dtype=np.float64, seed=4, kl="monte_carlo")
+    terms, grads = model.loss_and_grads(x, eps)
+    v_terms, v_grads = vae.loss_and_grads(x, eps)
+    assert terms.loss == pytest.approx(v_terms.loss, rel=1e-13)
+    for k in grads:
+        np.testing.assert_allclose(grads[k], v_grads[k], rtol=1e-12, atol=1e-14)
+    assert FlowVAE.from_vae(vae).kl == "monte_carlo"
+    assert FlowVAE.from_vae(VAE(D, H, L)).kl == "analytic"
+    with pytest.raises(ValueError, match="no analytic KL"):
+        FlowVAE(D, H, L, posterior="planar", flow_steps=1, kl="analytic")
+    with pytest.raises(ValueError, match="unknown kl"):
+        FlowVAE(D, H, L, kl="exact")
+
+
 def test_from_vae_copies_a_trained_model():
     vae = VAE(D, H, L, dtype=np.float64, seed=5)
     model = FlowVAE.from_vae(vae)

@@ -42,8 +42,10 @@ class FlowVAE(ComposedVAE):
     Arguments as for :class:`~vae_from_scratch.vae.VAE` (input_dim, hidden_dims, latent_dim,
     activation, likelihood, obs_var, beta, seed, dtype; MLP, standard prior), plus
     ``posterior`` ("gaussian", "planar", "iaf"), ``flow_steps`` and the IAF's options
-    (``context_dim``, ``hidden_sizes``, ``gate_bias``). ``params``: a dict to use instead of
-    fresh ones (checked against the shapes).
+    (``context_dim``, ``hidden_sizes``, ``gate_bias``). ``kl``: the training loss's KL
+    estimator, "auto" (analytic for the Gaussian, one sample for a flow) or "monte_carlo"
+    (the Gaussian with a flow's estimator, for comparisons). ``params``: a dict to use
+    instead of fresh ones (checked against the shapes).
 
     Example::
 
@@ -54,12 +56,17 @@ class FlowVAE(ComposedVAE):
 
     def __init__(self, input_dim=784, hidden_dims=(400,), latent_dim=20, *,
                  posterior="gaussian", flow_steps=0, activation="relu", likelihood="bernoulli",
-                 obs_var=None, beta=1.0, seed=0, dtype=np.float32, params=None,
+                 obs_var=None, beta=1.0, kl="auto", seed=0, dtype=np.float32, params=None,
                  **posterior_options):
         base = VAE(input_dim, hidden_dims, latent_dim, activation=activation,
                    likelihood=likelihood, obs_var=obs_var, beta=beta, seed=seed, dtype=dtype)
         self.posterior = make_posterior(posterior, base.encoder.out_dim, latent_dim,
                                         flow_steps, **posterior_options)
+        if kl not in ("auto", "monte_carlo", "analytic"):
+            raise ValueError(f"unknown kl {kl!r}; expected auto, analytic or monte_carlo")
+        #: The training loss's KL estimator: "auto" is analytic for the Gaussian posterior
+        #: and the one-sample log q - log p for a flow, which has no closed form.
+        self.kl = self._kl_mode(None if kl == "auto" else kl)
         self._compose(base, self.posterior.extra_shapes(), self.posterior.init_extra, seed,
                       FLOW_STREAM, params)
 
@@ -72,7 +79,7 @@ class FlowVAE(ComposedVAE):
             raise ValueError("FlowVAE.from_vae takes an unconditional MLP VAE with the "
                              "standard prior and no free bits")
         return cls(c.input_dim, c.hidden_dims, c.latent_dim, activation=c.activation,
-                   likelihood=c.likelihood, obs_var=c.obs_var, beta=c.beta,
+                   likelihood=c.likelihood, obs_var=c.obs_var, beta=c.beta, kl=c.kl_mode,
                    dtype=vae.dtype, params={k: v.copy() for k, v in vae.params.items()})
 
     @property
@@ -83,7 +90,8 @@ class FlowVAE(ComposedVAE):
         return self.base._check_latent(eps, n, "eps")
 
     def _kl_mode(self, kl):
-        mode = kl or ("analytic" if self.posterior.kind == "gaussian" else "monte_carlo")
+        mode = kl or getattr(self, "kl", None) or (
+            "analytic" if self.posterior.kind == "gaussian" else "monte_carlo")
         if mode not in ("analytic", "monte_carlo"):
             raise ValueError(f"unknown kl {kl!r}; expected analytic or monte_carlo")
         if mode == "analytic" and self.posterior.kind != "gaussian":
