@@ -18,6 +18,8 @@ Parts (``--part``, several allowed):
 * ``convergence``: for one seed of the baseline, on ``--subset`` test digits: the optimized
   ELBO after 125 ... 2000 steps and at several rates, and the IWAE estimate for K = 100 ...
   ``--k-max`` from each proposal: whether the defaults have converged.
+* ``timing``: seconds per epoch of the Gaussian VAE, the ``--flows`` models and the
+  two-level model, the models taking turns epoch by epoch.
 * ``lesson``: what fits a lesson that runs in about a minute: a shorter training, the gaps
   on a subset, their time.
 
@@ -47,7 +49,7 @@ from vae_from_scratch.data import load_mnist  # noqa: E402
 from vae_from_scratch.evaluate import active_units, iwae_nll, negative_elbo  # noqa: E402
 from vae_from_scratch.flow_vae import FlowVAE  # noqa: E402
 from vae_from_scratch.hierarchical import TwoLevelVAE  # noqa: E402
-from vae_from_scratch.train import NumpyBackend, fit  # noqa: E402
+from vae_from_scratch.train import LoopState, NumpyBackend, fit  # noqa: E402
 
 STEPS_PER_EPOCH = 32  # 4,000 training digits in batches of 128
 
@@ -235,9 +237,37 @@ def part_lesson(ds, args):
         emit(args.out, record)
 
 
+def part_timing(ds, args):
+    """Seconds per epoch of each model, paired: the models take turns epoch by epoch
+    (``--rounds`` rounds after one warm-up epoch each), so that a change in the machine's
+    load touches them all alike; medians of wall and CPU seconds, and each model's ratio to
+    the Gaussian VAE's epoch in the same round."""
+    models = {"gaussian": VAE(784, (400,), 20, seed=0)}
+    for spec in args.flows:
+        models[spec] = flow_model(spec, 0)
+    models["two-level"] = TwoLevelVAE(784, (400,), (20, 10), top_hidden=(100,), seed=0)
+    backends = {name: NumpyBackend(m, ds.x_train, seed=0) for name, m in models.items()}
+    loops = {name: LoopState() for name in models}  # fit continues each where it stopped
+    times = {name: [] for name in models}
+    for r in range(args.rounds + 1):
+        for name, backend in backends.items():
+            with Clock() as clock:
+                fit(backend, None, epochs=r + 1, progress=False, loop=loops[name])
+            if r:
+                times[name].append((clock.wall, clock.cpu))
+    for name, t in times.items():
+        t = np.array(t)
+        ratio = t[:, 1] / np.array(times["gaussian"])[:, 1]
+        emit(args.out, {"part": "timing", "model": name, "rounds": args.rounds,
+                        "epoch_wall_s_median": round(float(np.median(t[:, 0])), 3),
+                        "epoch_cpu_s_median": round(float(np.median(t[:, 1])), 3),
+                        "cpu_ratio_to_gaussian_median": round(float(np.median(ratio)), 3),
+                        "load": round(os.getloadavg()[0], 2)})
+
+
 PARTS = {"baseline": part_baseline, "train-digits": part_train_digits, "flows": part_flows,
          "two-level": part_two_level, "one-level": part_one_level,
-         "convergence": part_convergence, "lesson": part_lesson}
+         "convergence": part_convergence, "lesson": part_lesson, "timing": part_timing}
 
 
 def main():
@@ -256,6 +286,7 @@ def main():
     parser.add_argument("--elbo-samples", type=int, default=100)
     parser.add_argument("--warmup-epochs", type=int, default=10)
     parser.add_argument("--free-bits", type=float, default=0.5)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the timing part")
     parser.add_argument("--out", help="append each record to this JSON-lines file")
     args = parser.parse_args()
     ds = load_mnist()
