@@ -8,7 +8,7 @@ from collections import namedtuple
 import numpy as np
 import pytest
 
-from vae_from_scratch.checks import core
+from vae_from_scratch.checks import core, messages, values
 from vae_from_scratch.checks.core import NOT_DONE, PASSED, WRONG, Case, Checker
 
 # the check machinery every lesson's exercises go through
@@ -250,7 +250,7 @@ class FakeTensor:
     ],
 )
 def test_compare_values_accepts(expected, got):
-    assert core.compare_values(expected, got) is None
+    assert values.compare_values(expected, got) is None
 
 
 @pytest.mark.parametrize(
@@ -272,26 +272,26 @@ def test_compare_values_accepts(expected, got):
     ],
 )
 def test_compare_values_rejects(expected, got, reason):
-    mismatch = core.compare_values(expected, got)
+    mismatch = values.compare_values(expected, got)
     assert mismatch is not None
     assert reason in mismatch.describe()
 
 
 def test_format_value_small_and_large():
-    assert core.format_value(np.array([[0.5, 1.0], [0.0, 0.25]])) == (
+    assert messages.format_value(np.array([[0.5, 1.0], [0.0, 0.25]])) == (
         "[[0.5 , 1.  ],\n [0.  , 0.25]]"
     )
-    assert core.format_value(np.zeros((10, 784), np.float32)) == (
+    assert messages.format_value(np.zeros((10, 784), np.float32)) == (
         "<array of shape (10, 784), float32>"
     )
-    assert core.format_value(np.float64(1) / 3) == "0.3333333"
-    assert core.format_value((1, [2.5, True], {"a": None})) == "(1, [2.5, True], {'a': None})"
-    assert core.format_value(np.random.default_rng(0)) == "np.random.Generator"
+    assert messages.format_value(np.float64(1) / 3) == "0.3333333"
+    assert messages.format_value((1, [2.5, True], {"a": None})) == "(1, [2.5, True], {'a': None})"
+    assert messages.format_value(np.random.default_rng(0)) == "np.random.Generator"
 
 
 def test_format_value_ignores_the_learners_print_options():
     with np.printoptions(precision=1, floatmode="fixed"):
-        assert core.format_value(np.array([0.123456])) == "[0.123456]"
+        assert messages.format_value(np.array([0.123456])) == "[0.123456]"
 
 
 # -- every lesson's checkers: reference passes, stub is "not done", a wrong answer is "wrong" --
@@ -299,7 +299,7 @@ def test_format_value_ignores_the_learners_print_options():
 
 def _perturb(value):
     """A deliberately wrong version of a result: every number changed, shapes kept."""
-    value = core._to_plain(value)
+    value = messages.to_plain(value)
     if isinstance(value, np.ndarray) or isinstance(value, (int, float, complex, np.number)):
         arr = np.asarray(value)
         if arr.dtype.kind == "b":

@@ -192,7 +192,7 @@ def test_trains_with_the_package_loop_and_repeats_bit_for_bit():
 @pytest.mark.parametrize("name, options", CONFIGS, ids=IDS)
 def test_torch_mirror_matches_loss_and_gradients(name, options):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-    from vae_from_scratch.torch_flows import TorchFlowVAE, tensors
+    from vae_from_scratch.torch_vae.flows import TorchFlowVAE, tensors
 
     model = _model(options, seed=2)
     x, eps = _data(seed=2)
@@ -211,7 +211,7 @@ def test_torch_mirror_matches_loss_and_gradients(name, options):
 @pytest.mark.parametrize("name, options", CONFIGS, ids=IDS)
 def test_torch_mirror_matches_the_local_gradient(name, options):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-    from vae_from_scratch.torch_flows import TorchFlowVAE, tensors
+    from vae_from_scratch.torch_vae.flows import TorchFlowVAE, tensors
 
     model = _model(options, seed=3)
     x, eps = _data(seed=3)

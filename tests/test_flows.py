@@ -1,7 +1,7 @@
 """Tests for vae_from_scratch.flows and posteriors: the planar constraint, the log-determinants
 against numpy.linalg.slogdet of numerical Jacobians, densities that integrate to 1, every hand
 backward against central differences in float64 at several shapes, and the PyTorch mirror
-(torch_flows) against them."""
+(torch_vae.flows) against them."""
 
 from __future__ import annotations
 
@@ -346,7 +346,7 @@ def test_make_posterior_refuses_what_does_not_fit():
 @pytest.mark.parametrize("n, L", SHAPES)
 def test_torch_planar_matches_numpy(n, L):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-    from vae_from_scratch.torch_flows import planar
+    from vae_from_scratch.torch_vae.flows import planar
 
     rng = _rng(11)
     arrays = _planar_params(rng, n, L)
@@ -366,7 +366,7 @@ def test_torch_planar_matches_numpy(n, L):
 @pytest.mark.parametrize("kind, steps, options", POSTERIOR_CASES, ids=POSTERIOR_IDS)
 def test_torch_posterior_matches_numpy(kind, steps, options):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-    from vae_from_scratch.torch_flows import TorchPosterior, tensors
+    from vae_from_scratch.torch_vae.flows import TorchPosterior, tensors
 
     post, params = _posterior(kind, steps, options)
     rng = _rng(12)

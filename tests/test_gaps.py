@@ -124,8 +124,8 @@ def test_optimize_local_with_several_samples_per_step(setup):
                          ids=["gaussian", "iaf"])
 def test_torch_optimize_local_follows_the_numpy_run(options):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-    from vae_from_scratch.torch_flows import TorchFlowVAE, tensors
-    from vae_from_scratch.torch_flows import optimize_local as torch_optimize_local
+    from vae_from_scratch.torch_vae.flows import TorchFlowVAE, tensors
+    from vae_from_scratch.torch_vae.flows import optimize_local as torch_optimize_local
 
     model = FlowVAE(D, (5,), L, dtype=np.float64, seed=2, likelihood="gaussian", **options)
     x = np.random.default_rng(3).standard_normal((4, D))

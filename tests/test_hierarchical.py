@@ -185,7 +185,7 @@ def test_refusals():
 @pytest.mark.parametrize("name, options", CONFIGS, ids=IDS)
 def test_torch_mirror_matches_loss_and_gradients(name, options):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-    from vae_from_scratch.torch_flows import TorchTwoLevelVAE, tensors
+    from vae_from_scratch.torch_vae.flows import TorchTwoLevelVAE, tensors
 
     model = _model(options, seed=8)
     x, eps = _data(model, seed=8)

@@ -1,6 +1,6 @@
 """Tests for vae_from_scratch.made: the masks, the autoregressive property measured on the
 network's own outputs, the hand backward against central differences, and the PyTorch
-mirror (torch_made) against it."""
+mirror (torch_vae.made) against it."""
 
 from __future__ import annotations
 
@@ -291,7 +291,7 @@ def test_made_refuses_bad_configuration_and_input():
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_torch_made_matches_numpy_to_round_off(case):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-    from vae_from_scratch.torch_made import TorchMADE
+    from vae_from_scratch.torch_vae.made import TorchMADE
 
     made, params, x, c, _ = _build(case, seed=4)
     dout = np.random.default_rng(6).standard_normal((len(x), made.out_dim))

@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from vae_from_scratch import VAE, plots  # noqa: E402
+from vae_from_scratch.course.files import save_figures  # noqa: E402
 from vae_from_scratch.train import History  # noqa: E402
 
 pytestmark = pytest.mark.lesson05
@@ -169,7 +170,7 @@ def test_save_figures_writes_pngs_and_closes_them(tmp_path):
     figures = {"curves": plots.loss_curves(_history()),
                "grid": plots.samples(np.random.default_rng(4).random((4, 784)))}
     numbers = [f.number for f in figures.values()]
-    paths = plots.save_figures(figures, tmp_path)
+    paths = save_figures(figures, tmp_path)
     assert paths == [tmp_path / "curves.png", tmp_path / "grid.png"]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -178,7 +179,7 @@ def test_save_figures_writes_pngs_and_closes_them(tmp_path):
 
 
 def test_save_figures_accepts_a_folder_given_as_a_string(tmp_path):
-    plots.save_figures({"grid": plots.samples(np.zeros((2, 784)))}, str(tmp_path))
+    save_figures({"grid": plots.samples(np.zeros((2, 784)))}, str(tmp_path))
     assert (tmp_path / "grid.png").is_file()
 
 
@@ -229,7 +230,7 @@ def test_latent_scatter_marks_the_decoded_grids_extent():
 
 def test_the_cli_shows_one_test_digit_of_each_class_and_the_grid_on_the_scatter(
         tmp_path, monkeypatch):
-    from vae_from_scratch import cli
+    from vae_from_scratch.course import cli
 
     shown = {}
     real_reconstructions, real_scatter = plots.reconstructions, plots.latent_scatter

@@ -50,8 +50,18 @@ class ComposedVAE:
 
     # the checks the training loop calls, shared with the VAE
 
-    def _check_x(self, x, name="x"):
-        return self.base._check_x(x, name)
+    def check_x(self, x, name="x"):
+        return self.base.check_x(x, name)
 
-    def _check_y(self, y, n, name="y"):
-        return self.base._check_y(y, n, name)
+    def check_y(self, y, n, name="y"):
+        return self.base.check_y(y, n, name)
+
+    _check_x, _check_y = check_x, check_y
+
+    @property
+    def bottleneck(self):
+        """What the training loop asks of the bottleneck: the noise's shape (below)."""
+        return self
+
+    def noise_shape(self, n):
+        return (n, self.latent_dim)

@@ -87,7 +87,7 @@ class FlowVAE(ComposedVAE):
         return self.config.latent_dim
 
     def _check_eps(self, eps, n):
-        return self.base._check_latent(eps, n, "eps")
+        return self.base.check_latent(eps, n, "eps")
 
     def _kl_mode(self, kl):
         mode = kl or getattr(self, "kl", None) or (
@@ -115,7 +115,7 @@ class FlowVAE(ComposedVAE):
         """recon (N,), kl (N,) and the caches, from the local parameters."""
         z, log_q, s_cache = self.posterior.sample(self.params, local, eps)
         out, dec_cache = self.base.decoder.forward(self.params, z)
-        recon = -self.base._log_likelihood(x, out)
+        recon = -self.base.likelihood.log_prob(self.params, x, out)
         if kl_mode == "analytic":
             kl = dist.kl_standard_normal(local["mu"], local["log_var"])
         else:
@@ -125,7 +125,7 @@ class FlowVAE(ComposedVAE):
     def _from_local_backward(self, d_recon, d_kl, cache, grads):
         """d_recon, d_kl (N,) -> dlocal; decoder and flow gradients go into ``grads``."""
         x, local, z, out, s_cache, dec_cache, kl_mode = cache
-        d_out = self.base._log_likelihood_backward(-d_recon, x, out, grads)
+        d_out = self.base.likelihood.log_prob_backward(-d_recon, self.params, x, out, grads)
         dz = self.base.decoder.backward(d_out, dec_cache, grads)
         if kl_mode == "analytic":
             dlocal = self.posterior.sample_backward(dz, np.zeros_like(d_kl), s_cache, grads)

@@ -148,7 +148,7 @@ class TwoLevelVAE(ComposedVAE):
         z2 = mu2 + std2 * eps2
         mu_p, lv_p, prior_cache = self.prior1.forward(p, z2)
         out, dec_cache = self.base.decoder.forward(p, z1)
-        recon = -self.base._log_likelihood(x, out)
+        recon = -self.base.likelihood.log_prob(self.params, x, out)
         kl1 = _log_q(lv1, eps1) - dist.gaussian_log_density_per_dim(z1, mu_p, lv_p)
         if kl2_mode == "analytic":
             kl2 = dist.kl_standard_normal_per_dim(mu2, lv2)
@@ -248,8 +248,8 @@ class TwoLevelVAE(ComposedVAE):
         dlv2 = dlv2 + 0.5 * dz2 * std2 * eps2
         dz1 = dz1 + self.enc2.backward(dmu2, dlv2, enc2_cache, grads)
         # recon and the decoder
-        d_out = self.base._log_likelihood_backward(np.full(n, -1.0 / n, dtype=self.dtype), x,
-                                                   out, grads)
+        d_out = self.base.likelihood.log_prob_backward(
+            np.full(n, -1.0 / n, dtype=self.dtype), p, x, out, grads)
         dz1 = dz1 + self.base.decoder.backward(d_out, dec_cache, grads)
         # z1 = mu1 + sigma1 eps1, the heads and the encoder
         dmu1 = dz1

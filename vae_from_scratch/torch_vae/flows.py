@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vae_from_scratch.torch_made import TorchMADE
+from vae_from_scratch.torch_vae.made import TorchMADE
 
 LOG_2PI = math.log(2.0 * math.pi)
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
