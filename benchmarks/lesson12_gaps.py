@@ -9,9 +9,10 @@ Parts (``--part``, several allowed):
   from the encoder's q too), the amortized ELBO, the per-example optimized ELBO
   (``--opt-steps`` Adam steps at ``--opt-lr``), the two gaps.
 * ``train-digits``: the baseline's gaps on 1,000 training digits beside the test digits.
-* ``flows``: FlowVAEs (``--flows``, e.g. ``iaf:2 iaf:8 planar:8 iaf-global:8``) trained with
-  the same budget, the same figures, and the test ELBO and IWAE of the encoder's q.
-* ``two-level``: TwoLevelVAE (L1, L2) = (20, 10), top networks of 100 units, plain, with KL
+* ``flows``: VAEs with a flow bottleneck (``--flows``, e.g. ``iaf:2 iaf:8 planar:8``) trained
+  with the same budget, the same figures, and the test ELBO and IWAE of the encoder's q.
+* ``two-level``: the two_level bottleneck, (L1, L2) = (20, 10), top networks of 100 units,
+  plain, with KL
   warm-up (``--warmup-epochs``) and with free bits (``--free-bits`` nats per dimension):
   test -log p(x) (IWAE, K = ``--k``), ELBO, KL per layer, active units per layer.
 * ``one-level``: lesson 05's model trained with the same three variants, for comparison.
@@ -46,9 +47,13 @@ import numpy as np  # noqa: E402
 
 from vae_from_scratch import VAE, gaps  # noqa: E402
 from vae_from_scratch.data import load_mnist  # noqa: E402
-from vae_from_scratch.evaluate import active_units, iwae_nll, negative_elbo  # noqa: E402
-from vae_from_scratch.flow_vae import FlowVAE  # noqa: E402
-from vae_from_scratch.hierarchical import TwoLevelVAE  # noqa: E402
+from vae_from_scratch.evaluate import (  # noqa: E402
+    active_units,
+    active_units_per_layer,
+    iwae_nll,
+    layer_kls,
+    negative_elbo,
+)
 from vae_from_scratch.train import LoopState, NumpyBackend, fit  # noqa: E402
 
 STEPS_PER_EPOCH = 32  # 4,000 training digits in batches of 128
@@ -101,14 +106,13 @@ def gap_figures(model, x, args, seed):
 
 
 def flow_model(spec, seed):
-    """kind:steps[:option=value...], e.g. iaf:8:gate_bias=5; kind iaf-global is an IAF
-    without a context."""
-    kind, steps, *pairs = spec.split(":")
-    options = {key: float(value) for key, value in (p.split("=") for p in pairs)}
-    if kind == "iaf-global":
-        kind, options["context_dim"] = "iaf", 0
-    return FlowVAE(784, (400,), 20, posterior=kind, flow_steps=int(steps), seed=seed,
-                   **options)
+    """kind:steps, e.g. iaf:8: the VAE with that flow bottleneck."""
+    kind, steps = spec.split(":")
+    return VAE(784, (400,), 20, bottleneck=kind, flow_steps=int(steps), seed=seed)
+
+
+def two_level_model(seed, **options):
+    return VAE(784, (400,), 20, bottleneck="two_level", top_latent_dim=10, seed=seed, **options)
 
 
 def part_baseline(ds, args):
@@ -117,7 +121,7 @@ def part_baseline(ds, args):
         record = {"part": "baseline", "model": "gaussian", "seed": seed}
         record.update(train(vae, ds, seed, args.epochs))
         record["active_units"] = active_units(vae, ds.x_test)
-        record.update(gap_figures(FlowVAE.from_vae(vae), ds.x_test, args, seed))
+        record.update(gap_figures(vae, ds.x_test, args, seed))
         emit(args.out, record)
 
 
@@ -128,7 +132,7 @@ def part_train_digits(ds, args):
     for seed in args.seeds:
         vae = VAE(784, (400,), 20, seed=seed)
         train(vae, ds, seed, args.epochs)
-        model = FlowVAE.from_vae(vae)
+        model = vae
         for name, x in (("train", ds.x_train[picks]), ("test", ds.x_test)):
             record = {"part": "train-digits", "digits": name, "seed": seed}
             record.update(gap_figures(model, x, args, seed))
@@ -154,20 +158,20 @@ def _variants(args):
 def part_two_level(ds, args):
     for name, options, warmup in _variants(args):
         for seed in args.seeds:
-            model = TwoLevelVAE(784, (400,), (20, 10), top_hidden=(100,), seed=seed,
-                                **options)
+            model = two_level_model(seed, **options)
             record = {"part": "two-level", "model": name, "seed": seed}
             record.update(train(model, ds, seed, args.epochs, warmup))
             with Clock() as clock:
                 x = ds.x_test
                 eps = np.random.default_rng([seed, 7]).standard_normal(
-                    (len(x), model.latent_dim)).astype(np.float32)
-                recon, kl1, kl2 = model.kl_terms(x, eps)
+                    model.bottleneck.noise_shape(len(x))).astype(np.float32)
+                recon, _ = model.elbo_terms(x, eps)
+                kl1, kl2 = layer_kls(model, x, eps)
                 record["test_nelbo"] = round(float(np.mean(recon + kl1 + kl2)), 3)
                 record["test_kl1"] = round(float(np.mean(kl1)), 3)
                 record["test_kl2"] = round(float(np.mean(kl2)), 3)
                 record["test_iwae_nll"] = round(iwae_nll(model, x, k=args.k, seed=seed), 3)
-                record["active_units"] = list(model.active_units(x))
+                record["active_units"] = list(active_units_per_layer(model, x))
             record.update(clock.as_dict("eval"))
             emit(args.out, record)
 
@@ -192,9 +196,9 @@ def part_convergence(ds, args):
     seed = args.seeds[0]
     vae = VAE(784, (400,), 20, seed=seed)
     train(vae, ds, seed, args.epochs)
-    model = FlowVAE.from_vae(vae)
+    model = vae
     x = ds.x_test[np.random.default_rng(0).choice(len(ds.x_test), args.subset, replace=False)]
-    amortized = model.encode_local(x)
+    amortized = gaps.encode_local(model, x)
     base = gaps.elbo_estimate(model, x, amortized, 1000, seed=1)
     emit(args.out, {"part": "convergence", "what": "amortized elbo",
                     "value": round(float(base.mean()), 3)})
@@ -229,7 +233,7 @@ def part_lesson(ds, args):
         x = ds.x_test[np.argsort(ds.y_test, kind="stable").reshape(10, -1)[:, :subset // 10]
                       .ravel()]
         with Clock() as clock:
-            est = gaps.estimate_gaps(FlowVAE.from_vae(vae), x, steps=steps, lr=args.opt_lr,
+            est = gaps.estimate_gaps(vae, x, steps=steps, lr=args.opt_lr,
                                      elbo_samples=100, k=k, seed=0)
         record.update({key: [round(m, 3), round(se, 3)] for key, (m, se) in
                        est.summary().items()})
@@ -245,7 +249,7 @@ def part_timing(ds, args):
     models = {"gaussian": VAE(784, (400,), 20, seed=0)}
     for spec in args.flows:
         models[spec] = flow_model(spec, 0)
-    models["two-level"] = TwoLevelVAE(784, (400,), (20, 10), top_hidden=(100,), seed=0)
+    models["two-level"] = two_level_model(0)
     backends = {name: NumpyBackend(m, ds.x_train, seed=0) for name, m in models.items()}
     loops = {name: LoopState() for name in models}  # fit continues each where it stopped
     times = {name: [] for name in models}
@@ -276,8 +280,7 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--flows", nargs="+", default=["iaf:2", "iaf:8"],
-                        help="kind:steps[:option=value...], kind in planar, iaf, iaf-global "
-                        "(no context), e.g. iaf:8:gate_bias=5")
+                        help="kind:steps, kind planar or iaf, e.g. iaf:8")
     parser.add_argument("--k", type=int, default=1000, help="IWAE samples per digit")
     parser.add_argument("--k-max", type=int, default=5000, help="largest K of convergence")
     parser.add_argument("--subset", type=int, default=200, help="digits for convergence")

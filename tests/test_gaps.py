@@ -9,8 +9,8 @@ import pytest
 
 from vae_from_scratch import gaps
 from vae_from_scratch import linear_gaussian as lg
-from vae_from_scratch.flow_vae import FlowVAE
 from vae_from_scratch.gradcheck import rel_error
+from vae_from_scratch.vae import VAE
 
 pytestmark = [pytest.mark.lesson12]
 
@@ -19,7 +19,7 @@ D, L, SIGMA2 = 6, 2, 1.0
 
 @pytest.fixture(scope="module")
 def setup():
-    """A FlowVAE whose decoder is the linear-Gaussian model (W, b, SIGMA2), its encoder a
+    """A VAE whose decoder is the linear-Gaussian model (W, b, SIGMA2), its encoder a
     linear map that is not the optimal one, and 8 examples drawn from the model."""
     W, b = lg.random_model(D, L, seed=0)
     # a correlated posterior (correlation -0.63), which a diagonal q cannot match; more
@@ -27,7 +27,7 @@ def setup():
     # than the posterior: here by a factor 1.65 in variance, and at 2 the weights' variance
     # is infinite), and its log p(x) too noisy to test against
     W[:, 1] = 0.3 * W[:, 0] + 1.0 * W[:, 1]
-    model = FlowVAE(D, (), L, likelihood="gaussian", obs_var=SIGMA2, dtype=np.float64, seed=1)
+    model = VAE(D, (), L, likelihood="gaussian", obs_var=SIGMA2, dtype=np.float64, seed=1)
     model.params["dec.out.W"][:] = W.T
     model.params["dec.out.b"][:] = b
     # an encoder whose q is about as narrow as the posterior, but not the best one: its
@@ -44,7 +44,7 @@ def _exact_elbo(local, x, W, b):
 
 def test_the_per_example_optimum_is_the_best_diagonal_gaussian(setup):
     model, x, W, b = setup
-    start = model.encode_local(x)
+    start = gaps.encode_local(model, x)
     before = {k: v.copy() for k, v in start.items()}
     # this posterior is narrow and correlated, an ill-conditioned ELBO: a large rate
     local, trace = gaps.optimize_local(model, x, start, steps=1500, lr=0.1, seed=0,
@@ -84,7 +84,7 @@ def test_estimate_gaps_splits_the_inference_gap(setup):
     assert kl_best.min() > 0.2  # this posterior is correlated: the family falls short
     np.testing.assert_allclose(est.approximation_gap, kl_best, atol=0.2)
     assert abs(np.mean(est.approximation_gap - kl_best)) < 0.06
-    amortized = log_px - _exact_elbo(model.encode_local(x), x, W, b) - kl_best
+    amortized = log_px - _exact_elbo(gaps.encode_local(model, x), x, W, b) - kl_best
     assert amortized.min() > 0.2
     np.testing.assert_allclose(est.amortization_gap, amortized, atol=0.15)
     np.testing.assert_allclose(est.inference_gap, est.approximation_gap + est.amortization_gap)
@@ -96,10 +96,10 @@ def test_estimate_gaps_splits_the_inference_gap(setup):
 
 
 def test_flow_parameters_are_optimized_per_example_too():
-    model = FlowVAE(D, (5,), L, posterior="planar", flow_steps=2, dtype=np.float64,
-                    likelihood="gaussian", seed=0)
+    model = VAE(D, (5,), L, bottleneck="planar", flow_steps=2, dtype=np.float64,
+                likelihood="gaussian", seed=0)
     x = np.random.default_rng(0).standard_normal((4, D))
-    start = model.encode_local(x)
+    start = gaps.encode_local(model, x)
     local, _ = gaps.optimize_local(model, x, start, steps=50, lr=1e-2)
     assert set(local) == {"mu", "log_var", "u", "w", "b"}
     for k in local:
@@ -108,6 +108,16 @@ def test_flow_parameters_are_optimized_per_example_too():
     before = gaps.elbo_estimate(model, x, start, 500, seed=1)
     after = gaps.elbo_estimate(model, x, local, 500, seed=1)
     assert after.mean() > before.mean()
+
+
+def test_refusals(setup):
+    model, x, _, _ = setup
+    with pytest.raises(ValueError, match="needs a bottleneck with local parameters"):
+        gaps.encode_local(VAE(D, (5,), L, bottleneck="two_level"), x)
+    with pytest.raises(ValueError, match="unconditional"):
+        gaps.estimate_gaps(VAE(D, (5,), L, n_classes=3), x)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 6\)"):
+        gaps.optimize_local(model, x[:, :3])
 
 
 def test_optimize_local_with_several_samples_per_step(setup):
@@ -119,22 +129,23 @@ def test_optimize_local_with_several_samples_per_step(setup):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("options", [dict(), dict(posterior="iaf", flow_steps=2, context_dim=2,
-                                                   hidden_sizes=(5,), activation="tanh")],
+@pytest.mark.parametrize("options", [dict(), dict(bottleneck="iaf", flow_steps=2,
+                                                   activation="tanh")],
                          ids=["gaussian", "iaf"])
 def test_torch_optimize_local_follows_the_numpy_run(options):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-    from vae_from_scratch.torch_vae.flows import TorchFlowVAE, tensors
+    from vae_from_scratch.torch_vae import TorchVAE
     from vae_from_scratch.torch_vae.flows import optimize_local as torch_optimize_local
+    from vae_from_scratch.torch_vae.flows import tensors
 
-    model = FlowVAE(D, (5,), L, dtype=np.float64, seed=2, likelihood="gaussian", **options)
+    model = VAE(D, (5,), L, dtype=np.float64, seed=2, likelihood="gaussian", **options)
     x = np.random.default_rng(3).standard_normal((4, D))
-    start = model.encode_local(x)
+    start = gaps.encode_local(model, x)
     steps = 25
     local, _ = gaps.optimize_local(model, x, start, steps=steps, lr=3e-2, seed=5)
     rng = np.random.default_rng(5)  # the draws optimize_local made, in its order
     noises = [torch.tensor(rng.standard_normal((4, L))) for _ in range(steps)]
-    t_local = torch_optimize_local(TorchFlowVAE(model), tensors(model.params), torch.tensor(x),
+    t_local = torch_optimize_local(TorchVAE.from_numpy(model, device="cpu"), torch.tensor(x),
                                    tensors(start), noises, lr=3e-2)
     for k in local:
         assert rel_error(t_local[k].numpy(), local[k]) < 1e-10, k

@@ -40,10 +40,14 @@ evaluation draw their noise in ``noise_shape``. The PyTorch mirror's twin
 (``torch_vae/bottleneck.py``) has noise_shape, encode, code, forward, rate and charged_kl
 (the charged tensor alone), called in the same order; autograd is its backward.
 The loss is ``mean(recon) + beta * charged``; the figure reported as ``kl`` is ``mean(kl)``.
-Today ``vae.build_parts`` makes a GaussianBottleneck for every configuration; a second
-bottleneck adds a ``bottleneck`` field to VAEConfig (one line, config.py) naming it, and
-``build_parts`` (and the mirror) then look it up by that name. The same interface carries
-the bottlenecks that lessons 11 and 12 add:
+The configuration's ``bottleneck`` field names the class: ``vae.build_parts`` (and the
+mirror, in its own registry) looks it up in :data:`BOTTLENECKS`, where each class is
+registered with :func:`register_bottleneck` under its ``name``. A bottleneck class also says
+whether its rate has a closed form (``analytic_kl``, for ``kl="auto"``), checks and fills in
+the configuration fields that belong to it (``configure``, as likelihoods and priors do),
+and may draw codes from the model's prior its own way (``sample_prior``: a two-level latent
+draws z2, then z1 given z2). The same interface carries the bottlenecks that lessons 11 and
+12 add:
 
 * **vector quantization** (VQ-VAE): encode gives z_e per spatial position; forward snaps it
   to the nearest codebook vector (the codebook is its parameter, noise_shape is (n, 0));
@@ -63,7 +67,7 @@ A label-dependent prior p(z|y) needs no new bottleneck: every prior call gets ``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -71,15 +75,50 @@ from vae_from_scratch import distributions as dist
 from vae_from_scratch.layers import Linear
 from vae_from_scratch.networks import Layer
 from vae_from_scratch.priors import Prior
+from vae_from_scratch.registry import Registry
 
 
-class GaussianBottleneck:
-    """q(z|x) = N(mu, diag exp(log_var)) with Linear heads ``enc.mu`` and ``enc.log_var``
-    (each W (H, L), b (L,)), and the reparameterized z (lesson 04)."""
+class Bottleneck:
+    """The part between the encoder's features and the decoder's input; see the module
+    docstring for the interface. An instance holds the configuration and the prior."""
+
+    name: ClassVar[str] = ""
+    #: True if the rate has a closed form for priors that have one (kl="auto" then uses it)
+    analytic_kl: ClassVar[bool] = True
 
     def __init__(self, config: Any, prior: Prior) -> None:
         self.config, self.prior = config, prior
         self.dtype = np.dtype(config.dtype).type
+
+    @classmethod
+    def configure(cls, config: Any) -> dict[str, Any]:
+        """The configuration fields this bottleneck resolves: {field: value}; ValueError
+        for fields that do not fit it."""
+        return {}
+
+    def sample_prior(self, params: dict, n: int, rng: np.random.Generator,
+                     c: np.ndarray | None = None) -> np.ndarray:
+        """n codes z (n, L) for the decoder, drawn from the model's prior."""
+        return self.prior.sample(params, n, rng, c)
+
+
+#: The bottlenecks the configuration may name: name -> class.
+BOTTLENECKS: Registry = Registry(Bottleneck, "bottleneck")
+#: Add a Bottleneck subclass to BOTTLENECKS under its name (a class decorator).
+register_bottleneck = BOTTLENECKS.register
+
+
+@register_bottleneck
+class GaussianBottleneck(Bottleneck):
+    """q(z|x) = N(mu, diag exp(log_var)) with Linear heads ``enc.mu`` and ``enc.log_var``
+    (each W (H, L), b (L,)), and the reparameterized z (lesson 04)."""
+
+    name = "gaussian"
+
+    @classmethod
+    def configure(cls, config: Any) -> dict[str, Any]:
+        refuse_fields(config, "flow_steps", "top_latent_dim")
+        return {}
 
     def _heads(self, h_dim: int) -> list[Layer]:
         shape = (h_dim, self.config.latent_dim)
@@ -165,3 +204,17 @@ class GaussianBottleneck:
         dh_mu, grads["enc.mu.W"], grads["enc.mu.b"] = Linear.backward(dmu, mu_cache)
         dh_lv, grads["enc.log_var.W"], grads["enc.log_var.b"] = Linear.backward(dlog_var, lv_cache)
         return dh_mu + dh_lv
+
+
+#: The configuration fields that belong to some bottlenecks only, and which those are.
+FIELD_OWNERS = {"flow_steps": "'planar' or 'iaf'", "top_latent_dim": "'two_level'"}
+
+
+def refuse_fields(config: Any, *names: str) -> None:
+    """ValueError if one of the fields ``names`` is set (not 0 or None): they belong to
+    other bottlenecks (:data:`FIELD_OWNERS`)."""
+    for name in names:
+        value = getattr(config, name)
+        if value:
+            raise ValueError(f"{name} belongs to bottleneck={FIELD_OWNERS[name]}; the "
+                             f"{config.bottleneck} bottleneck takes none, got {value!r}")

@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from vae_from_scratch import flow_bottleneck, hierarchical  # noqa: F401 (lesson 12's bottlenecks)
+from vae_from_scratch.bottleneck import BOTTLENECKS
 from vae_from_scratch.likelihoods import LIKELIHOODS
 from vae_from_scratch.networks import conv_sizes
 from vae_from_scratch.priors import PRIORS
@@ -164,6 +166,10 @@ def _n_classes(value: Any, name: str) -> int | None:
         raise ValueError(f"{name} must be an integer >= 2, or None for an unconditional VAE; "
                          f"got {value!r}")
     return value
+
+
+def _top_latent_dim(value: Any, name: str) -> int | None:
+    return None if value is None else positive_int(value, name)
 
 
 def _bool(value: Any, name: str) -> bool:
@@ -312,18 +318,31 @@ class VAEConfig:
     free_bits: float = option(0.0, check=check_beta, flag=Flag(
         "KL charged at least per latent dimension while training", read=read_nonneg,
         metavar="NATS"))
+    # lesson 12: the bottleneck (bottleneck.py's registry) and the fields of some of them
+    bottleneck: str = option("gaussian", check=one_of(BOTTLENECKS), flag=Flag(
+        "between encoder and decoder: the Gaussian q(z|x), a flow after it (planar, iaf) or "
+        "two stochastic layers (two_level)", choices=BOTTLENECKS))
+    flow_steps: int = option(0, check=count, flag=Flag(
+        "steps of the planar or iaf bottleneck's flow", read=read_count, metavar="K"))
+    top_latent_dim: int | None = option(None, check=_top_latent_dim, flag=Flag(
+        "size of the two_level bottleneck's top code z2 (default: 10)",
+        read=read_positive_int, metavar="N"))
     dtype: str = option("float32", check=one_of(DTYPES), flag=Flag(
         "floating-point precision", choices=DTYPES))
 
     def __post_init__(self) -> None:
         _check_fields(self)
         self._resolve_networks()
-        for parts in (LIKELIHOODS[self.likelihood], PRIORS[self.prior]):
+        for parts in (LIKELIHOODS[self.likelihood], PRIORS[self.prior],
+                      BOTTLENECKS[self.bottleneck]):
             for name, value in parts.configure(self).items():
                 object.__setattr__(self, name, value)
         prior = PRIORS[self.prior]
         if self.kl == "analytic" and not prior.analytic_kl:
             raise ValueError(f"the KL to {prior.description} has no closed form; use "
+                             "kl='monte_carlo' (or 'auto')")
+        if self.kl == "analytic" and not BOTTLENECKS[self.bottleneck].analytic_kl:
+            raise ValueError(f"the {self.bottleneck} bottleneck's KL has no closed form; use "
                              "kl='monte_carlo' (or 'auto')")
         if self.free_bits > 0 and not prior.per_dimension:
             raise ValueError(
@@ -370,7 +389,8 @@ class VAEConfig:
     def kl_mode(self) -> str:
         """The KL estimator actually used: 'analytic' or 'monte_carlo'."""
         if self.kl == "auto":
-            return "analytic" if PRIORS[self.prior].analytic_kl else "monte_carlo"
+            analytic = PRIORS[self.prior].analytic_kl and BOTTLENECKS[self.bottleneck].analytic_kl
+            return "analytic" if analytic else "monte_carlo"
         return self.kl
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,20 +19,68 @@ as K grows), drawn from the optimized q, the better proposal (the bound with the
 is kept too, to show the difference).
 
 Each figure is a per-example array; :meth:`GapEstimate.summary` gives means over examples
-with their standard errors. The model is a ``flow_vae.FlowVAE`` (``FlowVAE.from_vae(vae)``
-for a trained ``vae.VAE``): what is needed is ``encode_local``, ``local_elbo`` and
-``local_elbo_and_grads``.
+with their standard errors. The model is a ``vae.VAE`` whose bottleneck has local
+parameters: gaussian, planar or iaf (``flow_bottleneck.local_bottleneck``); unconditional.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from vae_from_scratch.distributions import logsumexp
 from vae_from_scratch.evaluate import IWAE_ROWS
+from vae_from_scratch.flow_bottleneck import local_bottleneck
 from vae_from_scratch.optim import Adam
+from vae_from_scratch.vae import VAE
+
+
+def _checked(vae: VAE, x: Any) -> np.ndarray:
+    if vae.config.n_classes is not None:
+        raise ValueError("the gap estimate takes an unconditional model (n_classes=None)")
+    local_bottleneck(vae)  # refuses a bottleneck without local parameters
+    return vae.check_x(x)
+
+
+def encode_local(vae: VAE, x: Any) -> dict:
+    """x (N, D) -> the encoder's local parameters (dict of (N, ...) arrays)."""
+    x = _checked(vae, x)
+    h, _ = vae.encoder.forward(vae.params, x)
+    return local_bottleneck(vae).local(vae.params, h)[0]
+
+
+def _from_local(vae: VAE, x: np.ndarray, local: dict, eps: np.ndarray, kl_mode: str) -> tuple:
+    bottleneck, p = local_bottleneck(vae), vae.params
+    z, cache = bottleneck.sample(p, local, eps, None, kl_mode, h_dim=vae.encoder.out_dim)
+    out, dec_cache = vae.decoder.forward(p, z)
+    recon = -vae.likelihood.log_prob(p, x, out)
+    return recon, bottleneck.rate(cache), (out, cache, dec_cache)
+
+
+def local_elbo(vae: VAE, x: np.ndarray, local: dict, eps: np.ndarray,
+               kl: str | None = None) -> np.ndarray:
+    """The one-sample ELBO of each example, -(recon + kl), (N,), for given local parameters
+    (any, not only the encoder's) and noise eps (N, L). ``kl``: the model's estimator by
+    default."""
+    recon, kl_values, _ = _from_local(vae, x, local, eps, vae.kl_mode_for(kl))
+    return -(recon + kl_values)
+
+
+def local_elbo_and_grads(vae: VAE, x: np.ndarray, local: dict, eps: np.ndarray,
+                         kl: str | None = None) -> tuple[np.ndarray, dict]:
+    """(elbo (N,), dlocal): dlocal[k] = d elbo_n / d local[k][n] for every example n, the
+    gradient that the per-example optimisation climbs, by hand: the likelihood's, the
+    decoder's and the bottleneck's backward with upstream -1 per example. The decoder's and
+    the flow's parameters are held fixed (their gradients are computed and dropped)."""
+    recon, kl_values, (out, cache, dec_cache) = _from_local(vae, x, local, eps,
+                                                            vae.kl_mode_for(kl))
+    minus = -np.ones_like(recon)
+    grads = {}
+    d_out = vae.likelihood.log_prob_backward(-minus, vae.params, x, out, grads)
+    dz = vae.decoder.backward(d_out, dec_cache, grads)
+    return -(recon + kl_values), local_bottleneck(vae).sample_backward(dz, minus, cache, grads)
 
 
 def _rows(local, index):
@@ -45,15 +93,16 @@ def _repeat(local, k):
     return {name: np.repeat(v, k, axis=0) for name, v in local.items()}
 
 
-def _noise(rng, model, n):
-    return rng.standard_normal((n, model.latent_dim)).astype(model.dtype)
+def _noise(rng, vae, n):
+    return rng.standard_normal(vae.bottleneck.noise_shape(n)).astype(vae.dtype)
 
 
-def optimize_local(model, x, local=None, *, steps=500, lr=3e-2, samples=1, seed=0, kl=None,
-                   decay=True, trace_every=0):
+def optimize_local(model: VAE, x: np.ndarray, local: dict = None, *, steps: int = 500,
+                   lr: float = 3e-2, samples: int = 1, seed: int = 0, kl: str | None = None,
+                   decay: bool = True, trace_every: int = 0) -> tuple[dict, list]:
     """Maximize each example's ELBO over its own local parameters, decoder frozen.
 
-    x (N, D); local: the starting point (default: the encoder's, ``model.encode_local(x)``);
+    x (N, D); local: the starting point (default: the encoder's, :func:`encode_local`);
     steps of Adam with learning rate ``lr``, each on the mean of ``samples`` one-sample ELBO
     gradients (fresh noise from ``seed``); ``kl``: the model's estimator by default (analytic
     for a Gaussian posterior). ``decay``: the learning rate falls linearly to 0 over the
@@ -62,8 +111,8 @@ def optimize_local(model, x, local=None, *, steps=500, lr=3e-2, samples=1, seed=
     ``trace_every`` steps (0: never), the mean one-sample ELBO of the step, a list of
     (step, value). No loop over examples: every step is one batched pass.
     """
-    x = model._check_x(x)
-    local = model.encode_local(x) if local is None else local
+    x = _checked(model, x)
+    local = encode_local(model, x) if local is None else local
     local = {k: np.array(v, dtype=model.dtype) for k, v in local.items()}
     opt = Adam(local, lr=lr)
     rng = np.random.default_rng(seed)
@@ -74,8 +123,8 @@ def optimize_local(model, x, local=None, *, steps=500, lr=3e-2, samples=1, seed=
         if decay:
             opt.lr = lr * (steps + 1 - step) / steps
         rep = _repeat(local, samples) if samples > 1 else local
-        elbo, dlocal = model.local_elbo_and_grads(x_rep, rep, _noise(rng, model, n * samples),
-                                                  kl=kl)
+        elbo, dlocal = local_elbo_and_grads(model, x_rep, rep,
+                                            _noise(rng, model, n * samples), kl=kl)
         grads = {}
         for k, g in dlocal.items():  # ascent: minimize -sum_n ELBO_n
             g = g.reshape(n, samples, *g.shape[1:]).mean(axis=1) if samples > 1 else g
@@ -86,7 +135,8 @@ def optimize_local(model, x, local=None, *, steps=500, lr=3e-2, samples=1, seed=
     return local, trace
 
 
-def elbo_estimate(model, x, local, samples=100, seed=0, kl=None, rows=None):
+def elbo_estimate(model: VAE, x: np.ndarray, local: dict, samples: int = 100, seed: int = 0,
+                  kl: str | None = None, rows: int | None = None) -> np.ndarray:
     """Each example's ELBO for its local parameters, the mean of ``samples`` one-sample
     estimates: (N,) float64. ``rows`` bounds the rows (examples x samples) per pass."""
     rng = np.random.default_rng(seed)
@@ -94,7 +144,8 @@ def elbo_estimate(model, x, local, samples=100, seed=0, kl=None, rows=None):
                         lambda lw: lw.mean(axis=1), kl)
 
 
-def iwae_log_px(model, x, local, k=1000, seed=0, rows=None):
+def iwae_log_px(model: VAE, x: np.ndarray, local: dict, k: int = 1000, seed: int = 0,
+                rows: int | None = None) -> np.ndarray:
     """The importance-weighted lower bound on log p(x) with K = ``k`` samples of the q given
     by ``local`` as the proposal: log (1/K) sum_k p(x, z_k) / q(z_k|x), (N,) float64."""
     rng = np.random.default_rng(seed)
@@ -104,16 +155,16 @@ def iwae_log_px(model, x, local, k=1000, seed=0, rows=None):
 
 def _per_example(model, x, local, k, rng, rows, reduce, kl):
     """reduce(log weights (n, k)) for consecutive blocks of examples, k rows each."""
-    x = model._check_x(x)
-    rows = rows or IWAE_ROWS["mlp"]
+    x = _checked(model, x)
+    rows = rows or IWAE_ROWS[model.config.architecture]
     block = max(1, rows // k)
     out = []
     for start in range(0, len(x), block):
         index = slice(start, start + block)
         xb = x[index]
         n = len(xb)
-        log_w = model.local_elbo(np.repeat(xb, k, axis=0), _repeat(_rows(local, index), k),
-                                 _noise(rng, model, n * k), kl=kl)
+        log_w = local_elbo(model, np.repeat(xb, k, axis=0), _repeat(_rows(local, index), k),
+                           _noise(rng, model, n * k), kl=kl)
         out.append(reduce(np.asarray(log_w, dtype=np.float64).reshape(n, k)))
     return np.concatenate(out)
 
@@ -133,21 +184,21 @@ class GapEstimate:
     iwae_amortized: np.ndarray
 
     @property
-    def approximation_gap(self):
+    def approximation_gap(self) -> np.ndarray:
         """log p(x) - ELBO(best q of the family), per example."""
         return self.log_px - self.elbo_optimized
 
     @property
-    def amortization_gap(self):
+    def amortization_gap(self) -> np.ndarray:
         """ELBO(best q) - ELBO(encoder's q), per example."""
         return self.elbo_optimized - self.elbo_amortized
 
     @property
-    def inference_gap(self):
+    def inference_gap(self) -> np.ndarray:
         """log p(x) - ELBO(encoder's q) = the sum of the two."""
         return self.log_px - self.elbo_amortized
 
-    def summary(self):
+    def summary(self) -> dict[str, tuple[float, float]]:
         """dict name -> (mean over examples, standard error of that mean)."""
         n = len(self.log_px)
         figures = {
@@ -163,8 +214,9 @@ class GapEstimate:
                     float("nan")) for k, v in figures.items()}
 
 
-def estimate_gaps(model, x, *, steps=500, lr=3e-2, samples=1, elbo_samples=100, k=1000,
-                  seed=0):
+def estimate_gaps(model: VAE, x: np.ndarray, *, steps: int = 500, lr: float = 3e-2,
+                  samples: int = 1, elbo_samples: int = 100, k: int = 1000,
+                  seed: int = 0) -> GapEstimate:
     """The two gaps of ``model`` on the examples x (N, D): a :class:`GapEstimate`.
 
     The encoder's local parameters are optimized per example (:func:`optimize_local`:
@@ -172,8 +224,8 @@ def estimate_gaps(model, x, *, steps=500, lr=3e-2, samples=1, elbo_samples=100, 
     ``elbo_samples`` noise draws per example (:func:`elbo_estimate`), and log p(x) by IWAE
     with ``k`` samples from the optimized q (and, for comparison, from the encoder's).
     """
-    x = model._check_x(x)
-    amortized = model.encode_local(x)
+    x = _checked(model, x)
+    amortized = encode_local(model, x)
     optimized, _ = optimize_local(model, x, amortized, steps=steps, lr=lr, samples=samples,
                                   seed=seed)
     elbo_a = elbo_estimate(model, x, amortized, elbo_samples, seed=seed + 1)

@@ -42,6 +42,7 @@ and its gradient is 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -59,7 +60,7 @@ def _int_vector(name, value, low):
     return a.astype(np.int64)
 
 
-def position_degrees(order, group_size=1):
+def position_degrees(order: np.ndarray, group_size: int = 1) -> np.ndarray:
     """The degrees of units grouped by position, position-major.
 
     order (P,): the degree (1..P) of each position, e.g. ``np.arange(1, P + 1)`` or its
@@ -72,7 +73,7 @@ def position_degrees(order, group_size=1):
     return np.repeat(order, int(group_size))
 
 
-def cyclic_degrees(n_units, low, high):
+def cyclic_degrees(n_units: int, low: int, high: int) -> np.ndarray:
     """(n_units,) degrees low, low+1, ..., high, low, ... : every degree in [low, high]
     about equally often (deterministic, where Germain et al. draw them at random)."""
     if high < low:
@@ -80,7 +81,8 @@ def cyclic_degrees(n_units, low, high):
     return low + np.arange(n_units, dtype=np.int64) % (high - low + 1)
 
 
-def hidden_degrees(hidden_sizes, n_positions, context=False):
+def hidden_degrees(hidden_sizes: Sequence[int], n_positions: int,
+                   context: bool = False) -> list[np.ndarray]:
     """Degrees for hidden layers of the given sizes, each cycling through [low, P - 1].
 
     low is 1 without a context; with one it is 0, so that some units see only the
@@ -95,14 +97,14 @@ def hidden_degrees(hidden_sizes, n_positions, context=False):
     return [cyclic_degrees(int(h), low, n_positions - 1) for h in hidden_sizes]
 
 
-def layer_mask(in_degrees, out_degrees, strict):
+def layer_mask(in_degrees: np.ndarray, out_degrees: np.ndarray, strict: bool) -> np.ndarray:
     """(D_in, D_out) mask of 0s and 1s: M[i, j] = 1 where unit j may see unit i, i.e.
     out_degrees[j] > in_degrees[i] (``strict``, the output layer) or >= (hidden layers)."""
     a, b = np.asarray(in_degrees)[:, None], np.asarray(out_degrees)[None, :]
     return (b > a if strict else b >= a).astype(np.float64)
 
 
-def connectivity(masks):
+def connectivity(masks: list[np.ndarray]) -> np.ndarray:
     """The number of paths from each input to each output through the masked layers:
     the product of the masks, (D_in, D_out). Zero where an output cannot depend on an
     input, whatever the weights."""
@@ -116,14 +118,16 @@ class MaskedLinear:
     """``out = x @ (W * mask) + b``: a Linear layer whose weight outside the mask is 0."""
 
     @staticmethod
-    def forward(x, W, b, mask):
+    def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray,
+                mask: np.ndarray) -> tuple[np.ndarray, tuple]:
         """x (N, D_in), W (D_in, D_out), b (D_out,), mask (D_in, D_out) -> out (N, D_out),
         cache."""
         Wm = W * mask.astype(W.dtype, copy=False)
         return x @ Wm + b, (x, Wm, mask)
 
     @staticmethod
-    def backward(dout, cache, need_dx=True):
+    def backward(dout: np.ndarray, cache: tuple,
+                 need_dx: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """dout (N, D_out) -> (dx (N, D_in) or None, dW (D_in, D_out), db (D_out,)).
 
         As for Linear with W * mask in place of W: dx = dout (W * mask)^T,
@@ -156,8 +160,9 @@ class MADE:
         made = MADE(deg, hidden_degrees((256,), P), deg, name="prior")
     """
 
-    def __init__(self, in_degrees, hidden_degrees, out_degrees, *, context_dim=0,
-                 activation="relu", name="made"):
+    def __init__(self, in_degrees: np.ndarray, hidden_degrees: list[np.ndarray],
+                 out_degrees: np.ndarray, *, context_dim: int = 0,
+                 activation: str = "relu", name: str = "made") -> None:
         self.in_degrees = _int_vector("in_degrees", in_degrees, 1)
         self.out_degrees = _int_vector("out_degrees", out_degrees, 1)
         self.hidden_degrees = [_int_vector(f"hidden_degrees[{i}]", h, 0)
@@ -180,14 +185,14 @@ class MADE:
                       for i in range(n)]
 
     @property
-    def in_dim(self):
+    def in_dim(self) -> int:
         return len(self.in_degrees)
 
     @property
-    def out_dim(self):
+    def out_dim(self) -> int:
         return len(self.out_degrees)
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """dict name -> shape, in initialisation order."""
         shapes = {}
         for i, m in enumerate(self.masks):
@@ -197,7 +202,7 @@ class MADE:
             shapes[f"{self.name}.context.W"] = (self.context_dim, len(self.hidden_degrees[0]))
         return shapes
 
-    def init_params(self, rng, params):
+    def init_params(self, rng: np.random.Generator, params: dict) -> None:
         """Draw the parameters into ``params`` in float64 (the caller casts them): each
         weight and bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for its
         Linear, fan_in the layer's full input width; entries outside a mask are set to 0."""
@@ -220,7 +225,7 @@ class MADE:
             raise ValueError(f"MADE {self.name!r} needs a context of shape ({n}, "
                              f"{self.context_dim}), got {got}")
 
-    def forward(self, params, x, context=None):
+    def forward(self, params: dict, x: np.ndarray, context: int = None) -> tuple[np.ndarray, tuple]:
         """x (N, D_in) [, context (N, C)] -> out (N, D_out), cache.
 
         h_1 = act(x @ (W_0 * M_0) + c @ W_context + b_0), h_l = act(h_{l-1} @ (W * M) + b),
@@ -245,7 +250,8 @@ class MADE:
             caches.append((lin, act_cache))
         return h, (caches, context, W_context)
 
-    def backward(self, dout, cache, grads, need_dx=True):
+    def backward(self, dout: np.ndarray, cache: tuple, grads: dict,
+                 need_dx: bool = True) -> np.ndarray | None:
         """dout (N, D_out) -> (dx (N, D_in) or None, dcontext (N, C) or None).
 
         Writes dW (masked: 0 outside the mask), db and d context.W into ``grads`` under the

@@ -34,6 +34,8 @@ its total derivative in mu is 0, in log_var -1/2).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,31 +69,39 @@ class GaussianPosterior:
     kind = "gaussian"
     steps = 0
 
-    def __init__(self, h_dim, latent_dim):
+    def __init__(self, h_dim: int, latent_dim: int) -> None:
         self.h_dim, self.latent_dim = h_dim, latent_dim
 
-    def head_shapes(self):
+    def head_shapes(self) -> dict[str, tuple[int, ...]]:
         """The heads' parameters, which ``vae.VAE`` has too (same names and shapes)."""
         shape = (self.h_dim, self.latent_dim)
         return {**_linear_shapes("enc.mu", shape), **_linear_shapes("enc.log_var", shape)}
 
-    def extra_shapes(self):
+    def extra_shapes(self) -> dict[str, tuple[int, ...]]:
         """Parameters beyond ``vae.VAE``'s: none for the Gaussian."""
         return {}
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {**self.head_shapes(), **self.extra_shapes()}
 
-    def init_extra(self, rng, params):
+    def init_params(self, rng: np.random.Generator, params: dict) -> None:
+        """Draw every parameter into ``params`` (float64): the heads ``enc.mu`` then
+        ``enc.log_var`` (W then b, as ``networks.Layer`` draws them), then the extra ones."""
+        shape = (self.h_dim, self.latent_dim)
+        _linear_init(rng, params, "enc.mu", shape)
+        _linear_init(rng, params, "enc.log_var", shape)
+        self.init_extra(rng, params)
+
+    def init_extra(self, rng: np.random.Generator, params: dict) -> None:
         """Draw the parameters that ``vae.VAE`` does not have into ``params`` (float64)."""
 
-    def local(self, params, h):
+    def local(self, params: dict, h: np.ndarray) -> tuple[dict, tuple]:
         """h (N, H) -> {"mu": (N, L), "log_var": (N, L)}, cache."""
         mu, mu_cache = Linear.forward(h, params["enc.mu.W"], params["enc.mu.b"])
         log_var, lv_cache = Linear.forward(h, params["enc.log_var.W"], params["enc.log_var.b"])
         return {"mu": mu, "log_var": log_var}, (mu_cache, lv_cache)
 
-    def local_backward(self, dlocal, cache, grads):
+    def local_backward(self, dlocal: dict, cache: tuple, grads: dict) -> np.ndarray:
         """dlocal (the gradients of ``local``'s dict) -> dh (N, H); head gradients into grads."""
         mu_cache, lv_cache = cache
         dh_mu, grads["enc.mu.W"], grads["enc.mu.b"] = Linear.backward(dlocal["mu"], mu_cache)
@@ -99,13 +109,15 @@ class GaussianPosterior:
             dlocal["log_var"], lv_cache)
         return dh_mu + dh_lv
 
-    def sample(self, params, local, eps):
+    def sample(self, params: dict, local: dict,
+               eps: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
         """local, eps (N, L) -> z (N, L), log q(z|x) (N,), cache."""
         std = np.exp(0.5 * local["log_var"])
         z = local["mu"] + std * eps
         return z, _log_q0(local["log_var"], eps), (std, eps)
 
-    def sample_backward(self, dz, dlog_q, cache, grads):
+    def sample_backward(self, dz: np.ndarray, dlog_q: np.ndarray, cache: tuple,
+                        grads: dict) -> dict:
         """dz (N, L), dlog_q (N,) -> dlocal {"mu", "log_var"}."""
         std, eps = cache
         return {"mu": dz, "log_var": 0.5 * dz * std * eps - 0.5 * dlog_q[:, None]}
@@ -120,17 +132,17 @@ class PlanarPosterior(GaussianPosterior):
 
     kind = "planar"
 
-    def __init__(self, h_dim, latent_dim, steps):
+    def __init__(self, h_dim: int, latent_dim: int, steps: int) -> None:
         super().__init__(h_dim, latent_dim)
         self.steps = steps
 
-    def extra_shapes(self):
+    def extra_shapes(self) -> dict[str, tuple[int, ...]]:
         return _linear_shapes("enc.flow", (self.h_dim, self.steps * (2 * self.latent_dim + 1)))
 
-    def init_extra(self, rng, params):
+    def init_extra(self, rng: np.random.Generator, params: dict) -> None:
         _linear_init(rng, params, "enc.flow", self.extra_shapes()["enc.flow.W"])
 
-    def local(self, params, h):
+    def local(self, params: dict, h: np.ndarray) -> tuple[dict, tuple]:
         """h -> {"mu", "log_var" (N, L), "u", "w" (N, steps, L), "b" (N, steps)}, cache."""
         local, cache = super().local(params, h)
         out, flow_cache = Linear.forward(h, params["enc.flow.W"], params["enc.flow.b"])
@@ -139,7 +151,7 @@ class PlanarPosterior(GaussianPosterior):
         local.update(u=out[:, :, :L], w=out[:, :, L:2 * L], b=out[:, :, 2 * L])
         return local, (cache, flow_cache)
 
-    def local_backward(self, dlocal, cache, grads):
+    def local_backward(self, dlocal: dict, cache: tuple, grads: dict) -> np.ndarray:
         gauss_cache, flow_cache = cache
         dh = super().local_backward(dlocal, gauss_cache, grads)
         dout = np.concatenate([dlocal["u"], dlocal["w"], dlocal["b"][:, :, None]], axis=2)
@@ -147,7 +159,8 @@ class PlanarPosterior(GaussianPosterior):
             dout.reshape(len(dout), -1), flow_cache)
         return dh + dh_flow
 
-    def sample(self, params, local, eps):
+    def sample(self, params: dict, local: dict,
+               eps: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
         """z_0 from the Gaussian, then z_k = planar_k(z_{k-1});
         log q_K(z_K) = log q_0(z_0) - sum_k log|det J_k|."""
         z, log_q, gauss_cache = super().sample(params, local, eps)
@@ -159,7 +172,8 @@ class PlanarPosterior(GaussianPosterior):
             caches.append(c)
         return z, log_q, (gauss_cache, caches)
 
-    def sample_backward(self, dz, dlog_q, cache, grads):
+    def sample_backward(self, dz: np.ndarray, dlog_q: np.ndarray, cache: tuple,
+                        grads: dict) -> dict:
         gauss_cache, caches = cache
         du, dw, db = [], [], []
         for c in reversed(caches):
@@ -187,15 +201,16 @@ class IAFPosterior(GaussianPosterior):
 
     kind = "iaf"
 
-    def __init__(self, h_dim, latent_dim, steps, context_dim=20, hidden_sizes=(40, 40), *,
-                 activation="relu", gate_bias=IAF_GATE_BIAS):
+    def __init__(self, h_dim: int, latent_dim: int, steps: int, context_dim: int = 20,
+                 hidden_sizes: Sequence[int] = (40, 40), *,
+                 activation: str = "relu", gate_bias: float = IAF_GATE_BIAS) -> None:
         super().__init__(h_dim, latent_dim)
         self.steps, self.context_dim = steps, context_dim
         self.hidden_sizes = tuple(hidden_sizes)
         self.flow = iaf_steps(latent_dim, steps, hidden_sizes, context_dim,
                               activation=activation, gate_bias=gate_bias)
 
-    def extra_shapes(self):
+    def extra_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes = {}
         if self.context_dim:
             shapes.update(_linear_shapes("enc.context", (self.h_dim, self.context_dim)))
@@ -203,13 +218,13 @@ class IAFPosterior(GaussianPosterior):
             shapes.update(step.param_shapes())
         return shapes
 
-    def init_extra(self, rng, params):
+    def init_extra(self, rng: np.random.Generator, params: dict) -> None:
         if self.context_dim:
             _linear_init(rng, params, "enc.context", (self.h_dim, self.context_dim))
         for step in self.flow:
             step.init_params(rng, params)
 
-    def local(self, params, h):
+    def local(self, params: dict, h: np.ndarray) -> tuple[dict, tuple]:
         """h -> {"mu", "log_var" (N, L)[, "context" (N, C)]}, cache."""
         local, cache = super().local(params, h)
         ctx_cache = None
@@ -218,7 +233,7 @@ class IAFPosterior(GaussianPosterior):
                                                          params["enc.context.b"])
         return local, (cache, ctx_cache)
 
-    def local_backward(self, dlocal, cache, grads):
+    def local_backward(self, dlocal: dict, cache: tuple, grads: dict) -> np.ndarray:
         gauss_cache, ctx_cache = cache
         dh = super().local_backward(dlocal, gauss_cache, grads)
         if self.context_dim:
@@ -227,7 +242,8 @@ class IAFPosterior(GaussianPosterior):
             dh = dh + dh_c
         return dh
 
-    def sample(self, params, local, eps):
+    def sample(self, params: dict, local: dict,
+               eps: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
         z, log_q, gauss_cache = super().sample(params, local, eps)
         context = local.get("context")
         caches = []
@@ -237,7 +253,8 @@ class IAFPosterior(GaussianPosterior):
             caches.append(c)
         return z, log_q, (gauss_cache, caches)
 
-    def sample_backward(self, dz, dlog_q, cache, grads):
+    def sample_backward(self, dz: np.ndarray, dlog_q: np.ndarray, cache: tuple,
+                        grads: dict) -> dict:
         gauss_cache, caches = cache
         dcontext = 0.0
         for step, c in zip(reversed(self.flow), reversed(caches), strict=True):
@@ -255,7 +272,8 @@ class IAFPosterior(GaussianPosterior):
                 f"hidden_sizes={self.hidden_sizes})")
 
 
-def make_posterior(kind, h_dim, latent_dim, steps=0, **options):
+def make_posterior(kind: str, h_dim: int, latent_dim: int, steps: int = 0,
+                   **options: Any) -> GaussianPosterior:
     """The posterior family by name: "gaussian" (steps must be 0), "planar", "iaf"
     (``options``: context_dim, hidden_sizes, activation, gate_bias)."""
     if kind not in POSTERIORS:

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vae_from_scratch.bottleneck import GaussianBottleneck
+from vae_from_scratch.bottleneck import BOTTLENECKS, Bottleneck
 from vae_from_scratch.config import DTYPES, KL_MODES, VAEConfig, check_beta, choose, is_int
 from vae_from_scratch.likelihoods import LIKELIHOODS, Likelihood
 from vae_from_scratch.networks import Network, build_networks
@@ -52,7 +52,7 @@ class Parts(NamedTuple):
     """The five parts of a model, made from its configuration by :func:`build_parts`."""
 
     encoder: Network
-    bottleneck: GaussianBottleneck
+    bottleneck: Bottleneck
     decoder: Network
     likelihood: Likelihood
     prior: Prior
@@ -63,7 +63,8 @@ def build_parts(config: VAEConfig) -> Parts:
     encoder, decoder = build_networks(config)
     prior = PRIORS[config.prior](config)
     likelihood = LIKELIHOODS[config.likelihood](config)
-    return Parts(encoder, GaussianBottleneck(config, prior), decoder, likelihood, prior)
+    bottleneck = BOTTLENECKS[config.bottleneck](config, prior)
+    return Parts(encoder, bottleneck, decoder, likelihood, prior)
 
 
 def _extra_shapes(parts: Parts) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -214,6 +215,20 @@ class VAE:
             raise ValueError(f"{name} contains NaN or infinite values")
         return a
 
+    def check_noise(self, eps: Any, n: int) -> np.ndarray:
+        """The noise eps for n examples, of the bottleneck's ``noise_shape(n)`` ((n, L) for
+        the Gaussian), in the model's dtype, checked; ValueError otherwise."""
+        eps = np.asarray(eps)
+        shape = tuple(self.bottleneck.noise_shape(n))
+        if eps.dtype.kind not in "biuf":
+            raise ValueError(f"eps must hold real numbers, got an array of dtype {eps.dtype}")
+        if eps.shape != shape:
+            raise ValueError(f"eps must have shape {shape}, got {eps.shape}")
+        eps = eps.astype(self.dtype, copy=False)
+        if not np.all(np.isfinite(eps)):
+            raise ValueError("eps contains NaN or infinite values")
+        return eps
+
     def check_y(self, y: Any, n: int, name: str = "y") -> np.ndarray | None:
         """Labels y (n,) -> their one-hot (n, K) for a conditional model; None otherwise.
         Messages call the labels ``name``."""
@@ -255,6 +270,9 @@ class VAE:
         if kl_mode == "analytic" and not self.prior.analytic_kl:
             raise ValueError(f"the {self.config.prior} prior has no analytic KL; use "
                              "kl='monte_carlo'")
+        if kl_mode == "analytic" and not self.bottleneck.analytic_kl:
+            raise ValueError(f"the {self.config.bottleneck} bottleneck has no analytic KL; "
+                             "use kl='monte_carlo'")
         return kl_mode
 
     # --- the forward pass ------------------------------------------------------------------
@@ -284,7 +302,7 @@ class VAE:
 
     def _checked(self, x: Any, eps: Any, y: Any) -> tuple:
         x = self.check_x(x)
-        return x, self.check_latent(eps, x.shape[0], "eps"), self.check_y(y, x.shape[0])
+        return x, self.check_noise(eps, x.shape[0]), self.check_y(y, x.shape[0])
 
     def elbo_terms(self, x: Any, eps: Any, y: Any = None, *,
                    kl: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -343,7 +361,7 @@ class VAE:
     def sample_prior(self, n: int, rng: np.random.Generator, y: Any = None) -> np.ndarray:
         """n latent vectors drawn from p(z) [given labels y (n,)]: (n, L)."""
         c = self.check_y(y, n) if y is not None else None
-        return self.prior.sample(self.params, n, rng, c).astype(self.dtype)
+        return self.bottleneck.sample_prior(self.params, n, rng, c).astype(self.dtype)
 
     def sample(self, n: int, y: Any = None, seed: Any = 0) -> np.ndarray:
         """Decode n draws from the prior; returns pixel means (n, D) (probabilities for
@@ -351,7 +369,7 @@ class VAE:
         integer for all n."""
         n, c = self.check_sample_args(n, y)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        z = self.prior.sample(self.params, n, rng, c).astype(self.dtype)
+        z = self.bottleneck.sample_prior(self.params, n, rng, c).astype(self.dtype)
         return self.likelihood.mean(self.params, self.decoder.forward(self.params, z, c)[0])
 
     def reconstruct(self, x: Any, y: Any = None) -> np.ndarray:
@@ -370,6 +388,10 @@ class VAE:
             dims = f"conv {c.image_shape} channels {c.channels} -> {c.latent_dim}"
         extra = f", n_classes={c.n_classes}" if c.n_classes else ""
         extra += f", free_bits={c.free_bits}" if c.free_bits else ""
+        if c.bottleneck != "gaussian":
+            extra += f", bottleneck={c.bottleneck}"
+            extra += f", flow_steps={c.flow_steps}" if c.flow_steps else ""
+            extra += f", top_latent_dim={c.top_latent_dim}" if c.top_latent_dim else ""
         return (
             f"VAE({dims}, {c.activation}, {c.likelihood}, kl={c.kl_mode}, "
             f"prior={c.prior}, beta={c.beta}{extra}, {c.dtype})"

@@ -1,24 +1,47 @@
 """The bottleneck of :mod:`vae_from_scratch.bottleneck` in PyTorch; see that module for what
 a bottleneck provides. The mirror's has no backward (autograd computes it) and no parameters
 of its own to declare or draw (the mirror takes the NumPy model's), and its charged_kl returns
-the charged tensor alone."""
+the charged tensor alone. The mirror looks its bottleneck up in :data:`TORCH_BOTTLENECKS`
+under the configuration's ``bottleneck`` (lesson 12's are in ``torch_vae/flows.py``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
+from vae_from_scratch.registry import Registry
 from vae_from_scratch.torch_vae import distributions as tdist
 from vae_from_scratch.torch_vae.priors import TorchPrior
 
 
-class TorchGaussianBottleneck:
-    """q(z|x) = N(mu, diag exp(log_var)) with the Linear heads ``enc.mu`` and ``enc.log_var``,
-    and the reparameterized z = mu + exp(log_var / 2) * eps."""
+class TorchBottleneck:
+    """A bottleneck in torch: noise_shape, encode, code, forward, rate, charged_kl and
+    sample_prior, as the NumPy class of the same ``name``."""
+
+    name: ClassVar[str] = ""
 
     def __init__(self, config: Any, prior: TorchPrior) -> None:
         self.config, self.prior = config, prior
+
+    def sample_prior(self, params: dict, n: int, generator: torch.Generator,
+                     c: torch.Tensor | None, device: Any, dtype: torch.dtype) -> torch.Tensor:
+        """n codes (n, L) for the decoder, drawn from the model's prior."""
+        return self.prior.sample(params, n, generator, c, device, dtype)
+
+
+#: The torch bottlenecks by the NumPy classes' names.
+TORCH_BOTTLENECKS: Registry = Registry(TorchBottleneck, "torch bottleneck")
+#: Add a TorchBottleneck subclass to TORCH_BOTTLENECKS under its name (a class decorator).
+register_torch_bottleneck = TORCH_BOTTLENECKS.register
+
+
+@register_torch_bottleneck
+class TorchGaussianBottleneck(TorchBottleneck):
+    """q(z|x) = N(mu, diag exp(log_var)) with the Linear heads ``enc.mu`` and ``enc.log_var``,
+    and the reparameterized z = mu + exp(log_var / 2) * eps."""
+
+    name = "gaussian"
 
     def noise_shape(self, n: int) -> tuple[int, int]:
         return (n, self.config.latent_dim)

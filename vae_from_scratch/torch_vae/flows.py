@@ -1,31 +1,37 @@
-"""Lesson 12 in PyTorch: flows, posteriors, the flow VAE, the two-level VAE and the
-per-example optimisation of the gap estimate.
+"""Lesson 12 in PyTorch: flows, posterior families, the flow and two-level bottlenecks of the
+mirror, and the per-example optimisation of the gap estimate.
 
-The same functions as ``flows.py``, ``posteriors.py``, ``flow_vae.py``, ``hierarchical.py``
-and ``gaps.optimize_local``, written with torch operations so that autograd computes what
-those modules derive by hand. Each class wraps the NumPy object it mirrors (its networks,
-masks, names and sizes) and works on a dict of tensors with the NumPy parameter names
-(:func:`tensors`), so parity is checked from the very same numbers (``tests/test_flows.py``,
-``test_flow_vae.py``, ``test_hierarchical.py``, ``test_gaps.py``). Likelihoods: Bernoulli
-and Gaussian (the continuous Bernoulli lives in ``torch_vae``, whose helpers are private to
-it until the torch subpackage gives them a public home).
+The same operations as ``flows.py``, ``posteriors.py``, ``flow_bottleneck.py``,
+``hierarchical.py`` and ``gaps.optimize_local``, written with torch operations so that
+autograd computes what those modules derive by hand. Each class wraps the NumPy object it
+mirrors (its networks, masks, names and sizes) and reads a dict of tensors with the NumPy
+parameter names (:func:`tensors`, or a ``TorchVAE``'s ``params``), so parity is checked from
+the very same numbers. The bottlenecks are registered under the NumPy classes' names, so
+``TorchVAE(bottleneck="iaf", flow_steps=8)`` is the mirror of the NumPy model.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vae_from_scratch.bottleneck import BOTTLENECKS
+from vae_from_scratch.flow_bottleneck import GaussianFamily
+from vae_from_scratch.hierarchical import TwoLevelBottleneck
+from vae_from_scratch.torch_vae.bottleneck import TorchBottleneck, register_torch_bottleneck
 from vae_from_scratch.torch_vae.made import TorchMADE
+from vae_from_scratch.torch_vae.mirror import network_forward
 
 LOG_2PI = math.log(2.0 * math.pi)
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
 
-def tensors(params, requires_grad=False, dtype=torch.float64, device=None):
+def tensors(params: dict, requires_grad: bool = False, dtype: Any = torch.float64,
+            device: Any = None) -> dict[str, torch.Tensor]:
     """A NumPy params dict as a dict of tensors with the same names (copies)."""
     return {k: torch.tensor(np.asarray(v), dtype=dtype, device=device,
                             requires_grad=requires_grad) for k, v in params.items()}
@@ -34,13 +40,14 @@ def tensors(params, requires_grad=False, dtype=torch.float64, device=None):
 # --- flows ---------------------------------------------------------------------------------
 
 
-def planar_u_hat(u, w):
+def planar_u_hat(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """u, w (N, L) -> u_hat = u + (m(w^T u) - w^T u) w / ||w||^2, m(a) = -1 + softplus(a)."""
     alpha = (w * u).sum(-1, keepdim=True)
     return u + (F.softplus(alpha) - 1.0 - alpha) * w / (w * w).sum(-1, keepdim=True)
 
 
-def planar(z, u, w, b):
+def planar(z: torch.Tensor, u: torch.Tensor, w: torch.Tensor,
+           b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """z, u, w (N, L), b (N,) -> z_new (N, L), log|det J| (N,) of z + u_hat tanh(w^T z + b).
 
     The log-determinant is log|1 + u_hat^T psi| with psi = (1 - tanh^2) w, computed
@@ -55,7 +62,7 @@ def planar(z, u, w, b):
 class TorchIAFStep:
     """A NumPy ``flows.IAFStep`` in torch: forward(params, z, context) -> z_new, log_det."""
 
-    def __init__(self, step):
+    def __init__(self, step: Any) -> None:
         self.step = step
         self.made = TorchMADE(step.made)
 
@@ -77,11 +84,11 @@ class TorchPosterior:
     """A NumPy posterior (``posteriors.py``) in torch: local(params, h) -> dict;
     sample(params, local, eps) -> z (N, L), log q(z|x) (N,)."""
 
-    def __init__(self, posterior):
+    def __init__(self, posterior: Any) -> None:
         self.posterior = posterior
         self.flow = [TorchIAFStep(s) for s in getattr(posterior, "flow", [])]
 
-    def local(self, params, h):
+    def local(self, params: dict, h: torch.Tensor) -> dict:
         post = self.posterior
         local = {"mu": _linear(params, "enc.mu", h), "log_var": _linear(params, "enc.log_var", h)}
         if post.kind == "planar":
@@ -92,7 +99,8 @@ class TorchPosterior:
             local["context"] = _linear(params, "enc.context", h)
         return local
 
-    def sample(self, params, local, eps):
+    def sample(self, params: dict, local: dict,
+               eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = local["mu"] + torch.exp(0.5 * local["log_var"]) * eps
         log_q = -0.5 * (LOG_2PI + local["log_var"] + eps * eps).sum(-1)
         if self.posterior.kind == "planar":
@@ -105,10 +113,10 @@ class TorchPosterior:
         return z, log_q
 
 
-# --- the models ------------------------------------------------------------------------------
+# --- the bottlenecks ---------------------------------------------------------------------------
 
 
-def mlp_forward(network, params, x):
+def mlp_forward(network: Any, params: dict, x: torch.Tensor) -> torch.Tensor:
     """Run a NumPy ``networks.Network`` of linear layers and activations with torch ops."""
     for layer in network.layers:
         if layer.kind == "linear":
@@ -121,126 +129,179 @@ def mlp_forward(network, params, x):
     return x
 
 
-def _log_likelihood(config, params, x, out):
-    """log p(x|z) per example (N,) from the decoder's output (Bernoulli or Gaussian)."""
-    if config.likelihood == "bernoulli":
-        return -F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
-    if config.likelihood == "gaussian":
-        log_var = (params["dec.log_var"] if config.obs_var == "learned"
-                   else torch.tensor(math.log(config.obs_var), dtype=out.dtype, device=out.device))
-        return _gaussian_log_density(x, out, log_var).sum(-1)
-    raise ValueError(f"the torch mirror of lesson 12 has no {config.likelihood} likelihood")
+class TorchFlowBottleneck(TorchBottleneck):
+    """``flow_bottleneck.FlowBottleneck`` in torch: local(params, h) -> dict;
+    sample(params, local, eps, c, kl_mode) -> z (N, L), cache; and the bottleneck interface.
+    The NumPy bottleneck (``self.numpy``) gives the structure: names, sizes, masks."""
+
+    def __init__(self, config: Any, prior: Any, numpy_bottleneck: Any = None) -> None:
+        super().__init__(config, prior)
+        self.numpy = numpy_bottleneck or BOTTLENECKS[config.bottleneck](config, None)
+        self._posteriors = {}
+        # sampling does not read the heads, so the family for any feature width serves
+        self.sampler = self.posterior(1)
+
+    def posterior(self, h_dim: int) -> TorchPosterior:
+        if h_dim not in self._posteriors:
+            self._posteriors[h_dim] = TorchPosterior(self.numpy.posterior(h_dim))
+        return self._posteriors[h_dim]
+
+    def noise_shape(self, n: int) -> tuple[int, int]:
+        return (n, self.config.latent_dim)
+
+    def local(self, params: dict, h: torch.Tensor) -> dict:
+        return self.posterior(h.shape[1]).local(params, h)
+
+    def sample(self, params: dict, local: dict, eps: torch.Tensor, c: torch.Tensor | None,
+               kl_mode: str) -> tuple[torch.Tensor, tuple]:
+        z, log_q = self.sampler.sample(params, local, eps)
+        return z, (params, local, z, log_q, c, kl_mode)
+
+    def encode(self, params: dict, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        local = self.local(params, h)
+        return local["mu"], local["log_var"]
+
+    def code(self, params: dict, h: torch.Tensor) -> torch.Tensor:
+        local = self.local(params, h)
+        return self.sampler.sample(params, local, torch.zeros_like(local["mu"]))[0]
+
+    def forward(self, params: dict, h: torch.Tensor, eps: torch.Tensor, c: torch.Tensor | None,
+                kl_mode: str) -> tuple[torch.Tensor, tuple]:
+        return self.sample(params, self.local(params, h), eps, c, kl_mode)
+
+    def rate(self, cache: tuple) -> torch.Tensor:
+        params, local, z, log_q, c, kl_mode = cache
+        if kl_mode == "analytic":
+            return self.prior.kl(params, local["mu"], local["log_var"], c)
+        return log_q - self.prior.log_prob(params, z, c)
+
+    def charged_kl(self, kl: torch.Tensor, cache: tuple) -> torch.Tensor:
+        return kl.mean()
 
 
-def _gaussian_log_density(x, mu, log_var):
+@register_torch_bottleneck
+class TorchPlanarBottleneck(TorchFlowBottleneck):
+    name = "planar"
+
+
+@register_torch_bottleneck
+class TorchIAFBottleneck(TorchFlowBottleneck):
+    name = "iaf"
+
+
+class TorchGaussianFamily(TorchFlowBottleneck):
+    """``flow_bottleneck.GaussianFamily`` in torch (for the per-example optimisation)."""
+
+    name = "gaussian"
+
+    def __init__(self, config: Any, prior: Any) -> None:
+        super().__init__(config, prior, GaussianFamily(config, None))
+
+
+def _gaussian_net(net: Any, params: dict, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A ``hierarchical._GaussianNet`` in torch: x -> mu, log_var."""
+    h = mlp_forward(net.net, params, x)
+    return tuple(_linear(params, head.name, h) for head in net.heads)
+
+
+def _gaussian_log_density(x: torch.Tensor, mu: Any, log_var: Any) -> torch.Tensor:
     """Per dimension: -1/2 (log 2 pi + log_var + (x - mu)^2 / var)."""
-    return -0.5 * (LOG_2PI + log_var + (x - mu) ** 2 * torch.exp(-log_var))
+    return -0.5 * (LOG_2PI + log_var + (x - mu) ** 2 * torch.exp(-torch.as_tensor(log_var)))
 
 
-class TorchFlowVAE:
-    """A NumPy ``flow_vae.FlowVAE`` in torch, on a dict of tensors (:func:`tensors`).
+@register_torch_bottleneck
+class TorchTwoLevelBottleneck(TorchBottleneck):
+    """``hierarchical.TwoLevelBottleneck`` in torch; its networks come from the NumPy one."""
 
-    elbo_terms(params, x, eps, kl=None) -> recon (N,), kl (N,);
-    loss(params, x, eps, beta=None) -> (loss, recon, kl), batch means;
-    local_elbo(params, x, local, eps, kl=None) -> (N,): the ELBO from given local parameters.
-    """
+    name = "two_level"
 
-    def __init__(self, model):
-        self.model = model
-        self.posterior = TorchPosterior(model.posterior)
+    def __init__(self, config: Any, prior: Any) -> None:
+        super().__init__(config, prior)
+        self.numpy = TwoLevelBottleneck(config, None)
+        self.latent_dims = self.numpy.latent_dims
 
-    def _from_local(self, params, x, local, eps, kl):
-        mode = self.model._kl_mode(kl)
-        z, log_q = self.posterior.sample(params, local, eps)
-        out = mlp_forward(self.model.base.decoder, params, z)
-        recon = -_log_likelihood(self.model.config, params, x, out)
-        if mode == "analytic":
-            mu, lv = local["mu"], local["log_var"]
-            kl_values = 0.5 * (mu * mu + torch.exp(lv) - 1.0 - lv).sum(-1)
-        else:
-            kl_values = log_q + 0.5 * (LOG_2PI + z * z).sum(-1)
-        return recon, kl_values
+    def noise_shape(self, n: int) -> tuple[int, int]:
+        return (n, sum(self.latent_dims))
 
-    def local(self, params, x):
-        h = mlp_forward(self.model.base.encoder, params, x)
-        return self.posterior.local(params, h)
+    def encode(self, params: dict, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _linear(params, "enc.mu", h), _linear(params, "enc.log_var", h)
 
-    def elbo_terms(self, params, x, eps, kl=None):
-        return self._from_local(params, x, self.local(params, x), eps, kl)
+    def code(self, params: dict, h: torch.Tensor) -> torch.Tensor:
+        return self.encode(params, h)[0]
 
-    def local_elbo(self, params, x, local, eps, kl=None):
-        recon, kl_values = self._from_local(params, x, local, eps, kl)
-        return -(recon + kl_values)
-
-    def loss(self, params, x, eps, beta=None):
-        beta = self.model.config.beta if beta is None else beta
-        recon, kl = self.elbo_terms(params, x, eps)
-        return (recon + beta * kl).mean(), recon.mean(), kl.mean()
-
-
-class TorchTwoLevelVAE:
-    """A NumPy ``hierarchical.TwoLevelVAE`` in torch, on a dict of tensors.
-
-    kl_terms(params, x, eps, kl=None) -> recon, kl1, kl2 per example (N,) each;
-    loss(params, x, eps, beta=None) -> (loss, recon, kl) with the model's free bits.
-    """
-
-    def __init__(self, model):
-        self.model = model
-
-    def _gaussian_net(self, net, params, x):
-        h = mlp_forward(net.net, params, x)
-        return tuple(_linear(params, head.name, h) for head in net.heads)
-
-    def _per_dim(self, params, x, eps, kl):
-        m = self.model
-        l1 = m.latent_dims[0]
+    def forward(self, params: dict, h: torch.Tensor, eps: torch.Tensor, c: torch.Tensor | None,
+                kl_mode: str) -> tuple[torch.Tensor, tuple]:
+        l1 = self.latent_dims[0]
         eps1, eps2 = eps[:, :l1], eps[:, l1:]
-        h = mlp_forward(m.base.encoder, params, x)
-        mu1, lv1 = _linear(params, "enc.mu", h), _linear(params, "enc.log_var", h)
+        mu1, lv1 = self.encode(params, h)
         z1 = mu1 + torch.exp(0.5 * lv1) * eps1
-        mu2, lv2 = self._gaussian_net(m.enc2, params, z1)
+        mu2, lv2 = _gaussian_net(self.numpy.enc2, params, z1)
         z2 = mu2 + torch.exp(0.5 * lv2) * eps2
-        mu_p, lv_p = self._gaussian_net(m.prior1, params, z2)
-        out = mlp_forward(m.base.decoder, params, z1)
-        recon = -_log_likelihood(m.config, params, x, out)
-        log_q1 = -0.5 * (LOG_2PI + lv1 + eps1 * eps1)
-        kl1 = log_q1 - _gaussian_log_density(z1, mu_p, lv_p)
-        if (kl or "analytic") == "analytic":
+        mu_p, lv_p = _gaussian_net(self.numpy.prior1, params, z2)
+        kl1 = -0.5 * (LOG_2PI + lv1 + eps1 * eps1) - _gaussian_log_density(z1, mu_p, lv_p)
+        if kl_mode == "analytic":
             kl2 = 0.5 * (mu2 * mu2 + torch.exp(lv2) - 1.0 - lv2)
         else:
             kl2 = -0.5 * (LOG_2PI + lv2 + eps2 * eps2) + 0.5 * (LOG_2PI + z2 * z2)
-        return recon, kl1, kl2
+        return z1, (kl1, kl2)
 
-    def kl_terms(self, params, x, eps, kl=None):
-        recon, kl1, kl2 = self._per_dim(params, x, eps, kl)
-        return recon, kl1.sum(-1), kl2.sum(-1)
+    def rate(self, cache: tuple) -> torch.Tensor:
+        kl1, kl2 = cache
+        return kl1.sum(-1) + kl2.sum(-1)
 
-    def loss(self, params, x, eps, beta=None):
-        m = self.model
-        beta = m.config.beta if beta is None else beta
-        recon, kl1, kl2 = self._per_dim(params, x, eps, "analytic")
-        kl = (kl1.sum(-1) + kl2.sum(-1)).mean()
-        charged = kl
-        if m.free_bits > 0:
-            charged = sum(torch.clamp(k.mean(0), min=m.free_bits).sum() for k in (kl1, kl2))
-        return recon.mean() + beta * charged, recon.mean(), kl
+    def charged_kl(self, kl: torch.Tensor, cache: tuple) -> torch.Tensor:
+        if self.config.free_bits <= 0:
+            return kl.mean()
+        return sum(torch.clamp(k.mean(0), min=self.config.free_bits).sum() for k in cache)
+
+    def sample_prior(self, params: dict, n: int, generator: torch.Generator,
+                     c: torch.Tensor | None, device: Any, dtype: torch.dtype) -> torch.Tensor:
+        kw = dict(generator=generator, device=device, dtype=dtype)
+        z2 = torch.randn((n, self.latent_dims[1]), **kw)
+        mu_p, lv_p = _gaussian_net(self.numpy.prior1, params, z2)
+        return mu_p + torch.exp(0.5 * lv_p) * torch.randn(mu_p.shape, **kw)
 
 
 # --- the per-example optimisation of gaps.py ---------------------------------------------------
 
 
-def optimize_local(mirror, params, x, local, noises, lr=3e-2, decay=True):
-    """``gaps.optimize_local`` with autograd and ``torch.optim.Adam``: each example's local
-    parameters climb its one-sample ELBO, the model's ``params`` frozen.
+def local_bottleneck(tvae: Any) -> TorchFlowBottleneck:
+    """The mirror's bottleneck in local form (``flow_bottleneck.local_bottleneck``)."""
+    if isinstance(tvae.bottleneck, TorchFlowBottleneck):
+        return tvae.bottleneck
+    if tvae.config.bottleneck == "gaussian":
+        return TorchGaussianFamily(tvae.config, tvae.bottleneck.prior)
+    raise ValueError(f"the per-example optimisation needs a bottleneck with local "
+                     f"parameters (gaussian, planar, iaf), not {tvae.config.bottleneck}")
 
-    mirror: a :class:`TorchFlowVAE`; params, local: dicts of tensors; x (N, D); noises: one
-    (N, L) noise tensor per step (their number is the number of steps), which lets a test
-    feed the NumPy run's very draws. ``decay``: the rate falls linearly to 0, as in NumPy.
-    Returns the optimized local parameters (new tensors).
+
+def encode_local(tvae: Any, x: torch.Tensor) -> dict:
+    """x (N, D) -> the encoder's local parameters, a dict of (N, ...) tensors."""
+    return local_bottleneck(tvae).local(tvae.params, network_forward(tvae.encoder, tvae.params,
+                                                                     x, None))
+
+
+def local_elbo(tvae: Any, params: dict, x: torch.Tensor, local: dict, eps: torch.Tensor,
+               kl_mode: str | None = None) -> torch.Tensor:
+    """The one-sample ELBO of each example (N,) from given local parameters."""
+    bottleneck = local_bottleneck(tvae)
+    z, cache = bottleneck.sample(params, local, eps, None, kl_mode or tvae.config.kl_mode)
+    recon = -tvae.likelihood.log_prob(params, x, network_forward(tvae.decoder, params, z, None))
+    return -(recon + bottleneck.rate(cache))
+
+
+def optimize_local(tvae: Any, x: torch.Tensor, local: dict, noises: list, lr: float = 3e-2,
+                   decay: bool = True) -> dict:
+    """``gaps.optimize_local`` with autograd and ``torch.optim.Adam``: each example's local
+    parameters climb its one-sample ELBO, the model's parameters frozen.
+
+    tvae: a ``TorchVAE``; local: a dict of tensors; x (N, D); noises: one (N, L) noise tensor
+    per step (their number is the number of steps), which lets a test feed the NumPy run's
+    very draws. ``decay``: the rate falls linearly to 0, as in NumPy. Returns the optimized
+    local parameters (new tensors).
     """
     local = {k: v.detach().clone().requires_grad_(True) for k, v in local.items()}
-    params = {k: v.detach() for k, v in params.items()}
+    params = {k: v.detach() for k, v in tvae.params.items()}
     opt = torch.optim.Adam(list(local.values()), lr=lr)
     steps = len(noises)
     for step, eps in enumerate(noises, start=1):
@@ -248,6 +309,6 @@ def optimize_local(mirror, params, x, local, noises, lr=3e-2, decay=True):
             for group in opt.param_groups:
                 group["lr"] = lr * (steps + 1 - step) / steps
         opt.zero_grad()
-        (-mirror.local_elbo(params, x, local, eps).sum()).backward()
+        (-local_elbo(tvae, params, x, local, eps).sum()).backward()
         opt.step()
     return {k: v.detach() for k, v in local.items()}

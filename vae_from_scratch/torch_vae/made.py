@@ -23,11 +23,11 @@ class TorchMADE:
     names; x (N, D_in), context (N, C) -> out (N, D_out).
     """
 
-    def __init__(self, made: MADE):
+    def __init__(self, made: MADE) -> None:
         self.made = made
         self._masks = {}  # (dtype, device) -> list of mask tensors
 
-    def masks(self, like):
+    def masks(self, like: torch.Tensor) -> list[torch.Tensor]:
         """The masks as tensors of ``like``'s dtype and device (built once for each)."""
         key = (like.dtype, like.device)
         if key not in self._masks:
@@ -35,7 +35,7 @@ class TorchMADE:
                                 for m in self.made.masks]
         return self._masks[key]
 
-    def forward(self, params, x, context=None):
+    def forward(self, params: dict, x: torch.Tensor, context: int = None) -> torch.Tensor:
         made = self.made
         act = _ACTIVATIONS[made.activation]
         masks = self.masks(x)

@@ -32,7 +32,7 @@ from torch import nn
 from vae_from_scratch.config import VAEConfig, check_beta
 from vae_from_scratch.evaluate import batches
 from vae_from_scratch.networks import Layer, Network
-from vae_from_scratch.torch_vae.bottleneck import TorchGaussianBottleneck
+from vae_from_scratch.torch_vae.bottleneck import TORCH_BOTTLENECKS
 from vae_from_scratch.torch_vae.devices import (
     TORCH_DTYPES,
     check_device_dtype,
@@ -167,7 +167,8 @@ class TorchVAE(nn.Module):
         self.encoder, self.decoder = self.reference.encoder, self.reference.decoder
         self.likelihood = _torch_part(TORCH_LIKELIHOODS, config.likelihood, "likelihood")(config)
         prior = _torch_part(TORCH_PRIORS, config.prior, "prior")(config)
-        self.bottleneck = TorchGaussianBottleneck(config, prior)
+        self.bottleneck = _torch_part(TORCH_BOTTLENECKS, config.bottleneck, "bottleneck")(
+            config, prior)
         self.weights = nn.ParameterDict(
             {
                 _key(name): nn.Parameter(torch.tensor(value, dtype=torch_dtype, device=device))
@@ -258,6 +259,19 @@ class TorchVAE(nn.Module):
             raise ValueError(f"{name} contains NaN or infinite values")
         return a
 
+    def check_noise(self, eps: Any, n: int) -> torch.Tensor:
+        """The noise for n examples, of the bottleneck's ``noise_shape(n)``, as a tensor on
+        the device, checked; ValueError otherwise."""
+        if isinstance(eps, torch.Tensor) and eps.is_complex():
+            raise ValueError(f"eps must hold real numbers, got a tensor of dtype {eps.dtype}")
+        eps = self.as_tensor(eps)
+        shape = tuple(self.bottleneck.noise_shape(n))
+        if tuple(eps.shape) != shape:
+            raise ValueError(f"eps must have shape {shape}, got {tuple(eps.shape)}")
+        if not bool(torch.isfinite(eps).all()):
+            raise ValueError("eps contains NaN or infinite values")
+        return eps
+
     def check_y(self, y: Any, n: int, name: str = "y") -> torch.Tensor | None:
         """Labels (n,) -> one-hot tensor (n, K) on the device for a conditional model."""
         c = self.reference.check_y(_host(y), n, name)  # the NumPy model's checks, messages
@@ -311,7 +325,7 @@ class TorchVAE(nn.Module):
         """Per-example ``recon`` (N,) = -log p(x|z) and ``kl`` (N,); kl=None uses the
         model's estimator, 'monte_carlo' gives log q(z|x) - log p(z) at the sampled z."""
         x = self.check_x(x)
-        eps = self.check_latent(eps, x.shape[0], "eps")
+        eps = self.check_noise(eps, x.shape[0])
         c = self.check_y(y, x.shape[0])
         return self.per_example(x, eps, self.reference.kl_mode_for(kl), c)
 
@@ -321,7 +335,7 @@ class TorchVAE(nn.Module):
         recon + beta * KL. x (N, D) data, eps (N, L) noise, y (N,) labels of a conditional
         model; ``beta`` overrides the configured KL weight for this call (KL warm-up)."""
         x = self.check_x(x)
-        eps = self.check_latent(eps, x.shape[0], "eps")
+        eps = self.check_noise(eps, x.shape[0])
         c = self.check_y(y, x.shape[0])
         beta = self.config.beta if beta is None else check_beta(beta)
         return TorchLossTerms(*self.batch_loss(x, eps, beta, c))
@@ -344,7 +358,7 @@ class TorchVAE(nn.Module):
         or a torch.Generator on the model's device. (Not the same draws as NumPy's.)"""
         n = int(n)
         c = self.check_y(y, n) if y is not None else None
-        return self.bottleneck.prior.sample(self.params, n, self._generator(seed), c,
+        return self.bottleneck.sample_prior(self.params, n, self._generator(seed), c,
                                             self.device, self.dtype)
 
     @torch.no_grad()
@@ -354,7 +368,7 @@ class TorchVAE(nn.Module):
         n, c = self.reference.check_sample_args(n, _host(y))  # the NumPy model's checks
         c = None if c is None else self.as_tensor(c)
         p = self.params
-        z = self.bottleneck.prior.sample(p, n, self._generator(seed), c, self.device, self.dtype)
+        z = self.bottleneck.sample_prior(p, n, self._generator(seed), c, self.device, self.dtype)
         return self.likelihood.mean(p, network_forward(self.decoder, p, z, c))
 
     @torch.no_grad()
