@@ -150,9 +150,10 @@ def part_flows(ds, args):
 
 
 def _variants(args):
-    """(name, model options, warm-up epochs): plain, KL warm-up, free bits."""
-    return [("plain", {}, 0), ("warm-up", {}, args.warmup_epochs),
-            ("free bits", {"free_bits": args.free_bits}, 0)]
+    """(name, model options, warm-up epochs): plain, KL warm-up, free bits (``--variants``)."""
+    every = [("plain", {}, 0), ("warm-up", {}, args.warmup_epochs),
+             ("free bits", {"free_bits": args.free_bits}, 0)]
+    return [v for v in every if v[0].replace(" ", "-") in args.variants]
 
 
 def part_two_level(ds, args):
@@ -289,6 +290,9 @@ def main():
     parser.add_argument("--elbo-samples", type=int, default=100)
     parser.add_argument("--warmup-epochs", type=int, default=10)
     parser.add_argument("--free-bits", type=float, default=0.5)
+    parser.add_argument("--variants", nargs="+", choices=("plain", "warm-up", "free-bits"),
+                        default=["plain", "warm-up", "free-bits"],
+                        help="the two-level and one-level parts' variants")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the timing part")
     parser.add_argument("--out", help="append each record to this JSON-lines file")
     args = parser.parse_args()
