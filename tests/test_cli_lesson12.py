@@ -48,6 +48,7 @@ def test_train_saves_the_bottleneck_and_reports_it(model, tmp_path):
         assert "gaps" not in metrics
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_ctrl_c_and_resume_end_bit_for_bit_where_a_straight_run_ends(backend, tmp_path):
     if backend == "torch":
@@ -67,6 +68,7 @@ def test_ctrl_c_and_resume_end_bit_for_bit_where_a_straight_run_ends(backend, tm
     assert _history(stopped) == _history(straight)
 
 
+@pytest.mark.slow
 def test_two_level_resumes_bit_for_bit_with_free_bits(tmp_path):
     flags = [*LONG, "--epochs", "2", "--bottleneck", "two_level", "--free-bits", "0.2",
              "--kl-warmup", "100"]
