@@ -168,6 +168,36 @@ def reopen(args: argparse.Namespace, argv: Sequence[str]) -> Resumed:
     return Resumed(run, args, params, config, saved["backend"], loop, info)
 
 
+def check_gaps(vae: VAE) -> None:
+    """--report-gaps needs a bottleneck with local parameters and an unconditional model:
+    ValueError before training otherwise."""
+    from vae_from_scratch.flow_bottleneck import local_bottleneck
+
+    if vae.config.n_classes is not None:
+        raise ValueError("--report-gaps measures an unconditional model: drop --conditional "
+                         "or --report-gaps")
+    try:
+        local_bottleneck(vae)
+    except ValueError:
+        raise ValueError(f"--report-gaps optimizes the local parameters of a gaussian, planar "
+                         f"or iaf bottleneck; the {vae.config.bottleneck} bottleneck has "
+                         "none") from None
+
+
+def report_gaps(vae: VAE, x: np.ndarray, seed: int) -> dict[str, Any]:
+    """The gaps of ``vae`` on the digits x: each figure's mean over them and its standard
+    error, in nats (gaps.py: 500 Adam steps per digit, K = 1000 for log p(x))."""
+    from vae_from_scratch import gaps
+
+    est = gaps.estimate_gaps(vae, x, steps=GAP_STEPS, k=GAP_K, seed=seed)
+    return {name: {"mean": mean, "se": se} for name, (mean, se) in est.summary().items()}
+
+
+#: The per-example optimisation's steps and the IWAE's samples of --report-gaps (the
+#: defaults of ``gaps.estimate_gaps``; converged on lesson 05's model: benchmarks/README.md).
+GAP_STEPS, GAP_K = 500, 1000
+
+
 def environment(args: argparse.Namespace) -> dict[str, Any]:
     """What the last digits of a run depend on besides its flags: library versions and the
     number of threads."""
@@ -260,6 +290,8 @@ class TrainingRun:
             backend.load_state_dict(resumed.backend_state)
             note_versions(resumed.info.get("versions", {}), environment(args))
         backend.check_x(ds.x_test, "x_test")  # before a new run's folder is touched
+        if args.report_gaps:
+            check_gaps(vae)
         if resumed is not None:
             return cls(resumed.run, args, ds, backend, resumed.loop, fingerprint,
                        resumed.info.get("seconds", 0.0))
@@ -443,7 +475,7 @@ class TrainingRun:
         """metrics.json (with the IWAE estimate) and the figures, once training is done;
         returns the summary line and the files written."""
         from vae_from_scratch import plots
-        from vae_from_scratch.evaluate import iwae_nll
+        from vae_from_scratch.evaluate import active_units_per_layer, iwae_nll
 
         args, ds, y_test = self.args, self.ds, self.y_test
         vae = self.backend.to_vae()
@@ -456,6 +488,11 @@ class TrainingRun:
         code = vae.code_report(ds.x_test, y_test)  # a quantized code's rate and usage
         if code:
             extra["code"] = code
+        if y_test is None and vae.bottleneck.stochastic:  # one figure per stochastic layer
+            extra["active_units"] = list(active_units_per_layer(vae, ds.x_test))
+        if args.report_gaps > 0:
+            extra["gaps"] = report_gaps(vae, ds.x_test[: args.report_gaps], args.seed)
+            extra["gaps"]["digits"] = min(args.report_gaps, len(ds.x_test))
         figures = {}
         if history.epoch:
             figures["loss_curves"] = plots.loss_curves(history)
@@ -485,6 +522,11 @@ class TrainingRun:
         if iwae:
             key = f"test_nll_iwae_k{args.iwae_k}"
             summary += f", IWAE(k={args.iwae_k}) -log p(x) {extra[key]:.2f}"
+        if "gaps" in extra:
+            g = extra["gaps"]
+            summary += (f"; gaps on {g['digits']} test digits: approximation "
+                        f"{g['approximation_gap']['mean']:.2f}, amortization "
+                        f"{g['amortization_gap']['mean']:.2f} nats")
         return summary, [runs.CHECKPOINT, runs.METRICS, *(f + ".png" for f in figures)]
 
 
