@@ -45,8 +45,11 @@ from typing import Any
 
 import numpy as np
 
-from vae_from_scratch import discrete  # noqa: F401  (registers the bottlenecks "vq", "fsq")
-from vae_from_scratch import flow_bottleneck, hierarchical  # noqa: F401 (lesson 12's bottlenecks)
+from vae_from_scratch import (  # noqa: F401 (lesson 12's bottlenecks)
+    discrete,  # noqa: F401  (registers the bottlenecks "vq", "fsq")
+    flow_bottleneck,
+    hierarchical,
+)
 from vae_from_scratch.bottleneck import BOTTLENECKS
 from vae_from_scratch.likelihoods import LIKELIHOODS
 from vae_from_scratch.networks import conv_sizes

@@ -27,7 +27,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vae_from_scratch.bottleneck import Bottleneck, refuse_fields, register_bottleneck
+from vae_from_scratch.bottleneck import (
+    QUANTIZER_FIELDS,
+    Bottleneck,
+    refuse_fields,
+    register_bottleneck,
+)
 from vae_from_scratch.posteriors import GaussianPosterior, make_posterior
 
 
@@ -43,7 +48,7 @@ class FlowBottleneck(Bottleneck):
 
     @classmethod
     def configure(cls, config: Any) -> dict[str, Any]:
-        refuse_fields(config, "top_latent_dim")
+        refuse_fields(config, "top_latent_dim", *QUANTIZER_FIELDS)
         if config.flow_steps < 1:
             raise ValueError(f"the {cls.name} bottleneck needs flow_steps >= 1 (try 8), got "
                              f"{config.flow_steps}; bottleneck='gaussian' has no flow")

@@ -42,7 +42,12 @@ from typing import Any
 import numpy as np
 
 from vae_from_scratch import distributions as dist
-from vae_from_scratch.bottleneck import Bottleneck, refuse_fields, register_bottleneck
+from vae_from_scratch.bottleneck import (
+    QUANTIZER_FIELDS,
+    Bottleneck,
+    refuse_fields,
+    register_bottleneck,
+)
 from vae_from_scratch.layers import Linear
 from vae_from_scratch.networks import Layer, Network, dense_layers
 
@@ -115,7 +120,7 @@ class TwoLevelBottleneck(Bottleneck):
 
     @classmethod
     def configure(cls, config: Any) -> dict[str, Any]:
-        refuse_fields(config, "flow_steps")
+        refuse_fields(config, "flow_steps", *QUANTIZER_FIELDS)
         if config.prior != "standard":
             raise ValueError(f"the two_level bottleneck's top prior p(z2) is N(0, I): use "
                              f"prior='standard', got {config.prior!r}")
