@@ -18,6 +18,7 @@ import pytest
 from vae_from_scratch.course import start as start_module
 from vae_from_scratch.course.cli import main
 from vae_from_scratch.course.lessons import (
+    DAMAGED,
     EDITED,
     MISSING,
     PRISTINE,
@@ -105,7 +106,7 @@ def test_only_outputs_or_only_metadata_count_as_edits_too(tmp_path):
     lesson.write_text(json.dumps(nb))
     assert lesson_state(lesson, SOLUTION) == EDITED
     lesson.write_text("{ not json")
-    assert lesson_state(lesson, SOLUTION) == EDITED
+    assert lesson_state(lesson, SOLUTION) == DAMAGED  # said as such, not "your edits"
 
 
 def test_the_same_content_written_another_way_is_still_pristine(tmp_path):

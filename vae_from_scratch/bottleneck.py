@@ -56,10 +56,15 @@ these too, with defaults that suit a Gaussian one::
 (``torch_vae/bottleneck.py``) has noise_shape, encode, code, forward, rate and charged_kl
 (the charged tensor alone), called in the same order; autograd is its backward.
 The loss is ``mean(recon) + beta * charged``; the figure reported as ``kl`` is ``mean(kl)``.
-The configuration's ``bottleneck`` field names the class, looked up in :data:`BOTTLENECKS`
-by ``vae.build_parts`` (and in ``TORCH_BOTTLENECKS`` by the mirror); a new one registers
-itself with :func:`register_bottleneck`. The same interface carries the bottlenecks that
-lessons 11 and 12 add (lesson 11's are in :mod:`vae_from_scratch.discrete`):
+The configuration's ``bottleneck`` field names the class: ``vae.build_parts`` looks it up in
+:data:`BOTTLENECKS` (and the mirror in ``TORCH_BOTTLENECKS``), where each class is registered
+with :func:`register_bottleneck` under its ``name``. A bottleneck class also says whether its
+rate has a closed form (``analytic_kl``, for ``kl="auto"``), checks and fills in the
+configuration fields that belong to it (``configure``, as likelihoods and priors do), and may
+draw codes from the model's prior its own way (``sample_prior``: a two-level latent draws z2,
+then z1 given z2). The same interface carries the bottlenecks that lessons 11 and 12 add
+(lesson 11's are in :mod:`vae_from_scratch.discrete`, lesson 12's in
+:mod:`vae_from_scratch.flow_bottleneck` and :mod:`vae_from_scratch.hierarchical`):
 
 * **vector quantization** (VQ-VAE): encode gives z_e per spatial position; forward snaps it
   to the nearest codebook vector (the codebook is its parameter, noise_shape is (n, 0));
@@ -107,6 +112,8 @@ class Bottleneck:
 
     @classmethod
     def configure(cls, config: Any) -> dict[str, Any]:
+        """The configuration fields this bottleneck resolves: {field: value}; ValueError
+        for fields that do not fit it."""
         return {}
 
     @classmethod
@@ -115,7 +122,7 @@ class Bottleneck:
 
     def sample_prior(self, params: dict, n: int, rng: np.random.Generator,
                      c: np.ndarray | None = None) -> np.ndarray:
-        """n draws z ~ p(z) (n, L): the prior's."""
+        """n codes z (n, L) for the decoder, drawn from the model's prior."""
         return self.prior.sample(params, n, rng, c)
 
     def after_step(self, params: dict, step: int, rng: np.random.Generator) -> None:
@@ -141,7 +148,7 @@ class GaussianBottleneck(Bottleneck):
 
     @classmethod
     def configure(cls, config: Any) -> dict[str, Any]:
-        refuse_fields(config, *QUANTIZER_FIELDS)
+        refuse_fields(config, *QUANTIZER_FIELDS, *FLOW_FIELDS)
         return {}
 
     def _heads(self, h_dim: int) -> list[Layer]:
@@ -232,10 +239,13 @@ class GaussianBottleneck(Bottleneck):
 
 #: The configuration fields that belong to some bottlenecks only, and which those are.
 FIELD_OWNERS = {"codebook_size": "'vq'", "code_dim": "'vq' or 'fsq'", "levels": "'fsq'",
-                "commitment": "'vq'", "codebook_update": "'vq'", "restart_every": "'vq'"}
+                "commitment": "'vq'", "codebook_update": "'vq'", "restart_every": "'vq'",
+                "flow_steps": "'planar' or 'iaf'", "top_latent_dim": "'two_level'"}
 #: Lesson 11's: None means "not set" (the bottleneck resolves it).
 QUANTIZER_FIELDS = ("codebook_size", "code_dim", "levels", "commitment", "codebook_update",
                     "restart_every")
+#: Lesson 12's.
+FLOW_FIELDS = ("flow_steps", "top_latent_dim")
 
 
 def refuse_fields(config: Any, *names: str) -> None:

@@ -45,7 +45,11 @@ from typing import Any
 
 import numpy as np
 
-from vae_from_scratch import discrete  # noqa: F401  (registers the bottlenecks "vq", "fsq")
+from vae_from_scratch import (  # noqa: F401 (lesson 12's bottlenecks)
+    discrete,  # noqa: F401  (registers the bottlenecks "vq", "fsq")
+    flow_bottleneck,
+    hierarchical,
+)
 from vae_from_scratch.bottleneck import BOTTLENECKS
 from vae_from_scratch.likelihoods import LIKELIHOODS
 from vae_from_scratch.networks import conv_sizes
@@ -196,6 +200,10 @@ def _levels(value: Any, name: str) -> tuple[int, ...]:
     if min(levels) < 2:
         raise ValueError(f"{name} must be integers >= 2 (levels per channel), got {value!r}")
     return levels
+
+
+def _top_latent_dim(value: Any, name: str) -> int | None:
+    return None if value is None else positive_int(value, name)
 
 
 def _bool(value: Any, name: str) -> bool:
@@ -361,8 +369,10 @@ class VAEConfig:
     # (lesson 11; vae_from_scratch/discrete.py): None is "not set", resolved by the
     # bottleneck to its default, and refused by a bottleneck that has no use for it
     bottleneck: str = option("gaussian", check=one_of(BOTTLENECKS), flag=Flag(
-        "the code between encoder and decoder: a Gaussian z, or a 7x7 grid of discrete codes "
-        "by vector quantization or finite scalar quantization (lesson 11; conv only)",
+        "the code between encoder and decoder: a Gaussian z; a 7x7 grid of discrete codes by "
+        "vector quantization or finite scalar quantization (vq, fsq: lesson 11, conv only); "
+        "a flow after the Gaussian (planar, iaf) or two stochastic layers (two_level: "
+        "lesson 12)",
         choices=BOTTLENECKS))
     codebook_size: int | None = option(None, check=unset_or(_codebook_size), flag=Flag(
         "vq: codes in the codebook, K (default: 16)", read=read_int(2, what="an integer >= 2"),
@@ -382,6 +392,12 @@ class VAEConfig:
     restart_every: int | None = option(None, check=unset_or(count), flag=Flag(
         "vq: steps between restarts of dead codes, 0 for none (default: 8)", read=read_count,
         metavar="STEPS"))
+    # the fields of the flow and two-level bottlenecks
+    flow_steps: int = option(0, check=count, flag=Flag(
+        "steps of the planar or iaf bottleneck's flow", read=read_count, metavar="K"))
+    top_latent_dim: int | None = option(None, check=_top_latent_dim, flag=Flag(
+        "size of the two_level bottleneck's top code z2 (default: 10)",
+        read=read_positive_int, metavar="N"))
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -393,6 +409,9 @@ class VAEConfig:
         prior = PRIORS[self.prior]
         if self.kl == "analytic" and not prior.analytic_kl:
             raise ValueError(f"the KL to {prior.description} has no closed form; use "
+                             "kl='monte_carlo' (or 'auto')")
+        if self.kl == "analytic" and not BOTTLENECKS[self.bottleneck].analytic_kl:
+            raise ValueError(f"the {self.bottleneck} bottleneck's KL has no closed form; use "
                              "kl='monte_carlo' (or 'auto')")
         if self.free_bits > 0 and not prior.per_dimension:
             raise ValueError(
@@ -439,7 +458,8 @@ class VAEConfig:
     def kl_mode(self) -> str:
         """The KL estimator actually used: 'analytic' or 'monte_carlo'."""
         if self.kl == "auto":
-            return "analytic" if PRIORS[self.prior].analytic_kl else "monte_carlo"
+            analytic = PRIORS[self.prior].analytic_kl and BOTTLENECKS[self.bottleneck].analytic_kl
+            return "analytic" if analytic else "monte_carlo"
         return self.kl
 
     def to_dict(self) -> dict[str, Any]:

@@ -49,7 +49,12 @@ from typing import Any
 import numpy as np
 
 from vae_from_scratch import quantize as vq
-from vae_from_scratch.bottleneck import Bottleneck, refuse_fields, register_bottleneck
+from vae_from_scratch.bottleneck import (
+    FLOW_FIELDS,
+    Bottleneck,
+    refuse_fields,
+    register_bottleneck,
+)
 from vae_from_scratch.conv import Conv2d
 from vae_from_scratch.networks import Layer, conv_sizes
 
@@ -192,7 +197,7 @@ class VQBottleneck(_Quantized):
     @classmethod
     def configure(cls, config: Any) -> dict[str, Any]:
         _common_checks(config)
-        refuse_fields(config, "levels")
+        refuse_fields(config, "levels", *FLOW_FIELDS)
         resolved = {name: DEFAULTS[name] if getattr(config, name) is None
                     else getattr(config, name)
                     for name in ("codebook_size", "code_dim", "commitment", "codebook_update",
@@ -306,7 +311,7 @@ class FSQBottleneck(_Quantized):
         _common_checks(config)
         # no codebook: its codes are the levels' grid
         refuse_fields(config, "codebook_size", "commitment", "codebook_update",
-                      "restart_every")
+                      "restart_every", *FLOW_FIELDS)
         levels = DEFAULTS["levels"] if config.levels is None else config.levels
         if config.code_dim is not None and config.code_dim != len(levels):
             raise ValueError(f"code_dim is the number of levels for bottleneck='fsq': "

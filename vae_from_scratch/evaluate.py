@@ -92,3 +92,30 @@ def active_units(vae: VAE, x: np.ndarray, threshold: float = 0.01,
     Cov_x(E_q[z_j]) > threshold (Burda et al., 2016). A collapsed unit has mu ~ const."""
     mu, _ = vae.encode(x, y)
     return int(np.sum(np.var(mu.astype(np.float64), axis=0) > threshold))
+
+
+def active_units_per_layer(vae: VAE, x: np.ndarray, threshold: float = 0.01,
+                           samples: int = 10, seed: int = 0) -> tuple[int, ...]:
+    """Active units of each stochastic layer, bottom first: (z,) for a one-level model;
+    (z1, z2) for the two_level bottleneck, whose top layer's posterior mean
+    E_q[z2 | x] = E_{q(z1|x)}[mu2(z1)] is averaged over ``samples`` draws of z1 (Burda et
+    al., 2016). Unconditional models."""
+    if not hasattr(vae.bottleneck, "layer_means"):
+        return (active_units(vae, x, threshold),)
+    h, _ = vae.encoder.forward(vae.params, vae.check_x(x))
+    means = vae.bottleneck.layer_means(vae.params, h, np.random.default_rng(seed), samples)
+    return tuple(int(np.sum(np.var(np.asarray(m, dtype=np.float64), axis=0) > threshold))
+                 for m in means)
+
+
+def layer_kls(vae: VAE, x: np.ndarray, eps: np.ndarray,
+              kl: str | None = None) -> tuple[np.ndarray, ...]:
+    """Each stochastic layer's KL per example, bottom first, for noise eps: (kl,) for a
+    one-level model, (kl1, kl2) for the two_level bottleneck. Unconditional models."""
+    x = vae.check_x(x)
+    eps = vae.check_noise(eps, len(x))
+    h, _ = vae.encoder.forward(vae.params, x)
+    _, cache = vae.bottleneck.forward(vae.params, h, eps, None, vae.kl_mode_for(kl))
+    if hasattr(vae.bottleneck, "layer_kls"):
+        return vae.bottleneck.layer_kls(cache)
+    return (vae.bottleneck.rate(cache),)

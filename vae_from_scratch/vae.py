@@ -280,6 +280,9 @@ class VAE:
         if kl_mode == "analytic" and not self.prior.analytic_kl:
             raise ValueError(f"the {self.config.prior} prior has no analytic KL; use "
                              "kl='monte_carlo'")
+        if kl_mode == "analytic" and not self.bottleneck.analytic_kl:
+            raise ValueError(f"the {self.config.bottleneck} bottleneck has no analytic KL; "
+                             "use kl='monte_carlo'")
         return kl_mode
 
     # --- the forward pass ------------------------------------------------------------------
@@ -420,12 +423,16 @@ class VAE:
             dims = f"conv {c.image_shape} channels {c.channels} -> {c.latent_dim}"
         extra = f", n_classes={c.n_classes}" if c.n_classes else ""
         extra += f", free_bits={c.free_bits}" if c.free_bits else ""
-        if c.bottleneck != "gaussian":  # a grid of discrete codes (lesson 11)
+        if c.bottleneck in ("vq", "fsq"):  # a grid of discrete codes (lesson 11)
             code = (f"vq K={c.codebook_size} D={c.code_dim}, codebook by {c.codebook_update}, "
                     f"restarts every {c.restart_every} steps" if c.bottleneck == "vq"
                     else f"fsq levels {c.levels}")
             return (f"VAE(conv {c.image_shape} channels {c.channels} -> {code}, "
                     f"{c.activation}, {c.likelihood}, beta={c.beta}, {c.dtype})")
+        if c.bottleneck != "gaussian":
+            extra += f", bottleneck={c.bottleneck}"
+            extra += f", flow_steps={c.flow_steps}" if c.flow_steps else ""
+            extra += f", top_latent_dim={c.top_latent_dim}" if c.top_latent_dim else ""
         return (
             f"VAE({dims}, {c.activation}, {c.likelihood}, kl={c.kl_mode}, "
             f"prior={c.prior}, beta={c.beta}{extra}, {c.dtype})"

@@ -10,8 +10,14 @@ checkpoint rebuilds its model by itself, and two SHA-256 checksums:
   offsets), the configuration, the metadata and ``data_sha256``.
 
 Both are verified on load, and the header must be byte for byte the one this module
-writes, so a flipped byte anywhere, a truncated file, or an edited field (a beta, an
-activation, a dtype tag) is a :class:`CheckpointError`, never a different model. The
+writes. What that detects is **damage**: a flipped byte anywhere, a truncated or padded
+file, a field changed by a tool that does not know the format; it is then a
+:class:`CheckpointError`, never a different model. What it does not detect is a
+**deliberate edit**: the checksums are plain SHA-256, not a signature, so whoever changes a
+field (a beta, an activation) and recomputes both checksums as this module does gets a file
+that loads. Trust a checkpoint as far as you trust where it came from; inside a run folder,
+a state or checkpoint copied from another run is caught by the run id it carries
+(:mod:`vae_from_scratch.course.run`), not by the checksums. The
 file is written here, not by the safetensors library, so that the same model always gives
 the same bytes (sorted keys, tensors in a fixed order); it is read back with the
 safetensors library, an independent reader of the same format. Files are written
@@ -147,21 +153,23 @@ def encode_safetensors(tensors: dict[str, np.ndarray], metadata: dict[str, str])
     return b"".join([struct.pack("<Q", len(header)), header, *chunks])
 
 
-def _write(path, blob):
+def _write(path, blob, tmp=None):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_bytes(path, blob)
+    return atomic_write_bytes(path, blob, tmp=tmp)
 
 
 def save_checkpoint(path: str | os.PathLike, model: Any,
-                    metadata: dict[str, Any] | None = None) -> Path:
+                    metadata: dict[str, Any] | None = None,
+                    tmp: str | os.PathLike | None = None) -> Path:
     """Write ``model`` (params and config) to ``path`` atomically; returns the path.
 
     ``model``: a NumPy :class:`~vae_from_scratch.vae.VAE`, or a
     :class:`~vae_from_scratch.torch_vae.TorchVAE` (its parameters are copied to the host;
     the metadata then says ``backend: "torch"`` unless it says otherwise). Either backend
     reads the file back. ``metadata``: extra JSON-serializable facts (epoch, backend,
-    metrics) stored in the header."""
+    metrics) stored in the header. ``tmp``: the temporary file's name
+    (:func:`~vae_from_scratch.course.files.atomic_writer`)."""
     if hasattr(model, "to_numpy"):  # a TorchVAE
         vae, metadata = model.to_numpy(), {"backend": "torch", **(metadata or {})}
     else:
@@ -171,7 +179,7 @@ def save_checkpoint(path: str | os.PathLike, model: Any,
         "config": _json(vae.config.to_dict()),
         "metadata": _metadata_json(metadata or {}, "metadata"),
     }
-    return _write(path, encode_safetensors(vae.params, header))
+    return _write(path, encode_safetensors(vae.params, header), tmp)
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -375,7 +383,8 @@ def _unflatten(tree, tensors):
 
 
 def save_state(path: str | os.PathLike, vae: VAE, state: dict[str, Any],
-               metadata: dict[str, Any] | None = None) -> Path:
+               metadata: dict[str, Any] | None = None,
+               tmp: str | os.PathLike | None = None) -> Path:
     """Write what a run needs to resume, atomically: ``vae``'s params and config, ``state``
     (a tree of str-keyed dicts, lists, JSON values and NumPy arrays) and ``metadata``."""
     tensors = {f"param/{name}": value for name, value in vae.params.items()}
@@ -386,7 +395,7 @@ def save_state(path: str | os.PathLike, vae: VAE, state: dict[str, Any],
         "state": _metadata_json(tree, "state"),
         "metadata": _metadata_json(metadata or {}, "metadata"),
     }
-    return _write(path, encode_safetensors(tensors, header))
+    return _write(path, encode_safetensors(tensors, header), tmp)
 
 
 def read_state(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], VAEConfig, Any, dict]:

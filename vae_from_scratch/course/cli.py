@@ -10,7 +10,10 @@ vae-course lessons build | check      # lessons/ from solutions/
 
 A user's mistake (a bad flag, an output folder that cannot take the run, a device this
 machine lacks, missing data) ends in one line on stderr and exit status 2, before any
-training; a diverged run ends with status 1, a run stopped by Ctrl-C with status 130.
+training; a diverged run, or a file that cannot be written (a full disk, a read-only
+place, a name too long: any OSError), ends in one line and status 1; a command stopped by
+Ctrl-C ends with status 130, by SIGTERM with 143 (a run saves first). Ctrl-C while Python
+is still importing ends with 130 and no traceback too (:mod:`vae_course`, the entry point).
 This module holds the parser and the small commands; the flags of ``train`` are in
 :mod:`vae_from_scratch.course.flags`, the command itself in
 :mod:`vae_from_scratch.course.train_command`.
@@ -27,6 +30,7 @@ from vae_from_scratch import __version__
 from vae_from_scratch.config import read_real
 from vae_from_scratch.course import flags, threads
 from vae_from_scratch.course.download import DEFAULT_DEADLINE, DEFAULT_TIMEOUT
+from vae_from_scratch.course.run import RunWriteFailed
 from vae_from_scratch.course.train_command import cmd_train, require_torch
 from vae_from_scratch.train import TrainingDiverged
 
@@ -136,7 +140,12 @@ def cmd_start(args: argparse.Namespace) -> int:
     import os
     import shutil
 
-    from vae_from_scratch.course.start import open_argv, open_command, start_course
+    from vae_from_scratch.course.start import (
+        browser_reach,
+        open_argv,
+        open_command,
+        start_course,
+    )
 
     report = start_course(args.folder)
     where = report.folder
@@ -146,16 +155,27 @@ def cmd_start(args: argparse.Namespace) -> int:
     if report.kept:
         print(f"kept {len(report.kept)} already there (your work is never overwritten): "
               f"{', '.join(p.name for p in report.kept)}")
+    for copy, aside in report.moved.items():
+        print(f"{copy} was damaged (not a readable notebook): moved it to {aside.name} and "
+              "copied the lesson afresh")
+    for lesson, problem in report.damaged.items():
+        print(f"not copied: {lesson} is damaged ({problem}); repair lessons/ with "
+              "`vae-course lessons build --force` (it keeps a backup), then run start again",
+              file=sys.stderr)
     if not report.copied and not report.kept:
         print(f"no lessons to copy into {where}/")
-    folder, lab = open_argv(report)
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    folder, lab = open_argv(report, as_root)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if as_root:
+        print("running as root: JupyterLab refuses root unless given --allow-root, so the "
+              "command below has it (better: work as an ordinary user)")
     if args.no_lab or not interactive or shutil.which(lab[0]) is None:
-        print(f"Open the course (the file browser then reaches {where.name}/, lessons/ and "
-              f"solutions/):\n  {open_command(report)}")
+        print(f"Open the course ({browser_reach(report)}):\n  "
+              f"{open_command(report, as_root)}")
         return 0
-    print(f"opening JupyterLab: {' '.join(lab)} (in {folder}; Ctrl-C twice stops it)",
-          flush=True)
+    print(f"opening JupyterLab: {' '.join(lab)} (in {folder}; {browser_reach(report)}; "
+          "Ctrl-C twice stops it)", flush=True)
     os.chdir(folder)
     os.execvp(lab[0], lab)  # JupyterLab takes over this process
 
@@ -164,33 +184,46 @@ def cmd_lessons(args: argparse.Namespace) -> int:
     from vae_from_scratch.course.lessons import (
         backup_dir_for,
         build_lessons,
+        damage,
+        damaged_lessons,
         edited_lessons,
         stale_lessons,
     )
 
     if args.action == "build":
-        kept = []
+        kept, damaged = [], []
         for built in build_lessons(args.solutions, args.lessons, force=args.force):
             if built.action == "written":
                 print(f"wrote {built.path}")
             elif built.action == "replaced":
-                print(f"wrote {built.path} (your edited version is kept in {built.backup})")
+                what = "the damaged file" if built.problem else "your edited version"
+                print(f"wrote {built.path} ({what} is kept in {built.backup})")
             elif built.action == "kept":
                 kept.append(built.path)
                 print(f"kept {built.path}: it has your edits")
+            elif built.action == "damaged":
+                damaged.append(built.path)
+                print(f"kept {built.path}: it is damaged ({built.problem})")
+        if damaged:
+            print(f"{len(damaged)} damaged lesson(s) left as they are (a cut-short write or a "
+                  "broken edit; they may hold work of yours): `vae-course lessons build "
+                  f"--force` rewrites them from solutions/ after a backup of each in "
+                  f"{backup_dir_for(args.lessons)}/", file=sys.stderr)
         if kept:
             print(f"{len(kept)} lesson(s) with your edits left as they are. To keep working on "
                   "them, work in your own copy (`vae-course start` copies the lessons into "
                   "my-lessons/, never overwriting); to rewrite them from solutions/ anyway: "
                   f"`vae-course lessons build --force` (it keeps a backup of each in "
                   f"{backup_dir_for(args.lessons)}/)", file=sys.stderr)
-            return 1
-        return 0
+        return 1 if kept or damaged else 0
     stale = stale_lessons(args.solutions, args.lessons)
     for problem in stale:
         print(problem)
     for path in edited_lessons(args.solutions, args.lessons):
         print(f"note: {path} has your edits; judged by its committed version")
+    for path in damaged_lessons(args.solutions, args.lessons):
+        print(f"note: {path} is damaged ({damage(path.read_bytes())}); judged by its "
+              "committed version")
     if stale:
         print("lessons/ is out of step with solutions/: run `vae-course lessons build` "
               "(it rewrites only lessons nobody edited)")
@@ -199,8 +232,27 @@ def cmd_lessons(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside training: stops the command as Ctrl-C does (exit status 143)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for an OSError: what could not be done to which file, and why."""
+    reason = err.strerror or str(err) or type(err).__name__
+    if err.filename is None:
+        return reason
+    both = f" -> {err.filename2}" if err.filename2 is not None else ""
+    return f"{err.filename}{both}: {reason}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``vae-course`` with ``argv`` (default: the process's); returns the exit status."""
+    import signal
+
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -219,18 +271,33 @@ def main(argv: list[str] | None = None) -> int:
         "start": cmd_start,
         "lessons": cmd_lessons,
     }[args.command]
+    previous = None
     try:
+        try:  # SIGTERM as Ctrl-C (training installs its own handler for both)
+            previous = signal.signal(signal.SIGTERM, _terminate)
+        except ValueError:  # not the main thread
+            pass
         return handler(args)
-    except TrainingDiverged as err:
-        print(f"vae-course {args.command}: stopped: {err}", file=sys.stderr)
+    except (TrainingDiverged, RunWriteFailed) as err:
+        print(f"vae-course {args.command}: stopped: {_one_line(err)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training
+    except KeyboardInterrupt as err:  # a Ctrl-C or SIGTERM outside training
         print(f"vae-course {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(err, Terminated) else 130
     except (ValueError, FileNotFoundError) as err:
-        message = " ".join(str(err).split())  # one line
-        print(f"vae-course {args.command}: error: {message}", file=sys.stderr)
+        print(f"vae-course {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a read-only place, a name too long, ...
+        print(f"vae-course {args.command}: error: {_one_line(describe_os_error(err))}",
+              file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
 
 
 if __name__ == "__main__":

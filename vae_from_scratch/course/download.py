@@ -3,16 +3,25 @@
 :func:`download_mnist` tries several mirrors in turn, streams each file to a temporary file
 beside its final name (:mod:`vae_from_scratch.course.files`), checks its size against a cap
 and its SHA-256 against a pinned value, and only then renames it into place: a final-named
-file is always complete and verified. A silent connection times out, the whole download has
-a deadline, and files finished before a failure are kept, so a retry continues.
+file is always complete and verified. A silent connection times out (``timeout``: each
+connect or read); the whole download has a deadline that bounds everything, connecting,
+the server's status line and headers and the body alike: when it passes, a watchdog shuts
+the open connection, so a server that drips one byte at a time cannot hold it. Files
+finished before a failure are kept, so a retry continues. A download that is killed leaves
+its ``.<file>.<8 hex>.part`` temporary; the next download removes it (only those of the
+files it fetches).
 ``vae_from_scratch.data.load_mnist(source="mnist")`` reads what it leaves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import os
+import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -93,23 +102,101 @@ class _DeadlinePassed(Exception):
     """The whole download ran out of time (not a mirror's fault: no other mirror is tried)."""
 
 
+class _Watchdog:
+    """Shuts every connection it was given once the deadline (a ``time.monotonic()``
+    value) passes: a blocked connect, status-line, header or body read then ends at once,
+    however slowly the server sends."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            fired = self.fired
+        if fired:
+            self._shut(sock)
+
+    def _fire(self):
+        with self._lock:
+            self.fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def passed(self) -> bool:
+        return self.fired or time.monotonic() >= self.deadline
+
+
+def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
+    """urllib's opener, with connections the watchdog can shut."""
+
+    def watched(base):
+        class Connection(base):
+            def connect(self):
+                super().connect()
+                watchdog.watch(self.sock)
+
+        return Connection
+
+    class HTTPHandler(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(watched(http.client.HTTPConnection), req)
+
+    class HTTPSHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(watched(http.client.HTTPSConnection), req,
+                                context=self._context)
+
+    return urllib.request.build_opener(HTTPHandler, HTTPSHandler)
+
+
 def _fetch_to(url, out, timeout, progress, label, cap, deadline):
     """Stream ``url`` into the binary file ``out``; returns the SHA-256 of what was written.
 
     ``cap``: the most bytes accepted (a larger Content-Length or body is refused);
-    ``deadline``: a ``time.monotonic()`` value after which the download stops.
+    ``deadline``: a ``time.monotonic()`` value after which the download stops, wherever it
+    is (connecting, reading headers or the body).
     Raises OSError / HTTPException on network trouble, ValueError for a truncated or
     oversized body, and _DeadlinePassed.
     """
-    from tqdm.auto import tqdm
-
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise _DeadlinePassed()
+    with _Watchdog(deadline) as watchdog:
+        try:
+            return _stream(_opener(watchdog), url, out, min(timeout, remaining), progress,
+                           label, cap, watchdog)
+        except (OSError, HTTPException, ValueError):
+            if watchdog.passed():
+                raise _DeadlinePassed() from None
+            raise
+
+
+def _stream(opener, url, out, timeout, progress, label, cap, watchdog):
+    from tqdm.auto import tqdm
+
     digest = hashlib.sha256()
     received = 0
-    # each blocking connect or read waits at most this long
-    with urllib.request.urlopen(url, timeout=min(timeout, remaining)) as response:
+    # each blocking connect or read waits at most ``timeout``; the watchdog bounds them all
+    with opener.open(url, timeout=timeout) as response:
         length_header = response.headers.get("Content-Length")
         length = int(length_header) if length_header and length_header.isdigit() else None
         if length is not None and length > cap:
@@ -126,8 +213,10 @@ def _fetch_to(url, out, timeout, progress, label, cap, deadline):
                 out.write(chunk)
                 digest.update(chunk)
                 bar.update(len(chunk))
-                if time.monotonic() > deadline:
+                if watchdog.passed():
                     raise _DeadlinePassed()
+    if watchdog.passed():  # a body cut short by the watchdog looks like a short one
+        raise _DeadlinePassed()
     if length is not None and received != length:
         raise ValueError(f"truncated body: expected {length} bytes, got {received}")
     return digest.hexdigest()

@@ -101,6 +101,11 @@ TRAINING_FLAGS = {
                    help="torch device: cpu, cuda, cuda:N or mps (default: the fastest present)"),
     "iwae_k": dict(type=argument_type(read_count), default=100, metavar="K",
                    help="samples for the final importance-weighted -log p(x); 0 skips it"),
+    # lesson 12
+    "report_gaps": dict(type=argument_type(read_count), default=0, metavar="N",
+                        help="after training, the approximation and amortization gaps on N "
+                        "test digits (per-example optimized ELBO; gaussian, planar, iaf); "
+                        "0 skips it"),
 }
 RUN_FLAGS = {**MODEL_FLAGS, **TRAINING_FLAGS}
 #: The model flags vae-course compare takes.

@@ -31,6 +31,12 @@ Lessons are written with no outputs and no execution counts; cell ids, cell meta
 run-time ``execution`` timestamps) and notebook metadata are kept; the JSON is written the
 way nbformat writes it, so the same solutions always give the same bytes.
 
+Every lesson, backup and copy is written atomically (:mod:`vae_from_scratch.course.files`):
+a full disk or a kill mid-write leaves the old file whole, never a truncated one. A lesson
+file that is not a readable notebook (truncated, not JSON, a ``"metadata"`` that is not a
+table) is *damaged*: never called "your edits", reported as damaged, and rewritten only
+with ``force`` (after a backup, since it may hold a learner's work).
+
 A learner's edits are never lost. Every generated lesson carries, in its notebook metadata
 (``vae_course``), the solution it came from and a SHA-256 of its own content, so a lesson
 file can be told apart as *pristine* (exactly what a build wrote, or what this build would
@@ -55,7 +61,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vae_from_scratch.course.files import atomic_write_bytes
+
 __all__ = [
+    "DAMAGED",
     "EDITED",
     "MISSING",
     "PRISTINE",
@@ -64,6 +73,8 @@ __all__ = [
     "backup_dir_for",
     "build_lessons",
     "committed_bytes",
+    "damage",
+    "damaged_lessons",
     "edited_lessons",
     "lesson_bytes",
     "lesson_state",
@@ -73,7 +84,7 @@ __all__ = [
 
 #: Notebook metadata key of a generated lesson: where it came from and its content's hash.
 METADATA_KEY = "vae_course"
-PRISTINE, EDITED, MISSING = "pristine", "edited", "missing"
+PRISTINE, EDITED, MISSING, DAMAGED = "pristine", "edited", "missing", "damaged"
 
 _BEGIN = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION\b[ \t]*(?P<label>.*?)[ \t]*$")
 _END = re.compile(r"^[ \t]*### END SOLUTION[ \t]*$")
@@ -235,11 +246,38 @@ def _content_hash(nb: dict) -> str:
     return hashlib.sha256(_dumps(_without_stamp(nb, "content_sha256"))).hexdigest()
 
 
+def notebook_problem(nb: Any) -> str | None:
+    """Why the parsed JSON ``nb`` is not a notebook the course can read, or None."""
+    if not isinstance(nb, dict):
+        return "its JSON is not an object"
+    if not isinstance(nb.get("metadata", {}), dict):
+        return 'its "metadata" is not a table'
+    cells = nb.get("cells", [])
+    if not isinstance(cells, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("metadata", {}), dict) for c in cells):
+        return 'its "cells" are not a list of cells'
+    return None
+
+
+def damage(data: bytes) -> str | None:
+    """Why a notebook file's bytes are damaged (truncated, not JSON, not a notebook), or
+    None when they are a readable notebook."""
+    try:
+        nb = json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return f"not a readable notebook: {exc}"
+    return notebook_problem(nb)
+
+
 def _read_solution(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        nb = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LessonBuildError(f"{path}: not a readable notebook ({exc})") from exc
+    problem = notebook_problem(nb)
+    if problem:
+        raise LessonBuildError(f"{path}: not a readable notebook ({problem})")
+    return nb
 
 
 def _generate(solution_path: Path) -> tuple[dict, bytes]:
@@ -254,7 +292,8 @@ def lesson_bytes(solution_path: str | Path) -> bytes:
 
 
 def lesson_state(lesson_path: str | Path, solution_path: str | Path | None = None) -> str:
-    """``MISSING``, ``PRISTINE`` or ``EDITED``: whether a lesson file is safe to rewrite.
+    """``MISSING``, ``PRISTINE``, ``EDITED`` or ``DAMAGED``: whether a lesson file is safe to
+    rewrite (damaged: not a readable notebook, see :func:`damage`).
 
     Pristine: the file's content is what a build wrote (its ``content_sha256`` matches its
     content) or what building ``solution_path`` would write, stamp aside (a lesson built
@@ -267,7 +306,7 @@ def lesson_state(lesson_path: str | Path, solution_path: str | Path | None = Non
     try:
         data = path.read_bytes()
     except OSError:
-        return EDITED
+        return DAMAGED
     state = _state(data, None)
     if state != EDITED or solution_path is None:
         return state
@@ -283,12 +322,9 @@ def _state(data: bytes | None, generated: dict | None) -> str:
     lesson its solution generates (None: judged by the stamp alone)."""
     if data is None:
         return MISSING
-    try:
-        nb = json.loads(data.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return EDITED
-    if not isinstance(nb, dict):
-        return EDITED
+    if damage(data):
+        return DAMAGED
+    nb = json.loads(data.decode("utf-8"))
     stamp = nb.get("metadata", {}).get(METADATA_KEY)
     if isinstance(stamp, dict) and stamp.get("content_sha256") == _content_hash(nb):
         return PRISTINE
@@ -320,13 +356,15 @@ class LessonBuild:
     """What ``build_lessons`` did with one lesson.
 
     ``action``: ``"written"`` (new or pristine, rewritten), ``"unchanged"`` (already right),
-    ``"kept"`` (edited by a learner, left alone), ``"replaced"`` (edited, rewritten with
-    ``force``; the learner's version is at ``backup``).
+    ``"kept"`` (edited by a learner, left alone), ``"damaged"`` (not a readable notebook,
+    left alone; ``problem`` says why), ``"replaced"`` (edited or damaged, rewritten with
+    ``force``; the previous file is at ``backup``).
     """
 
     path: Path
     action: str
     backup: Path | None = None
+    problem: str | None = None
 
 
 def backup_dir_for(lessons_dir: str | Path) -> Path:
@@ -337,6 +375,9 @@ def backup_dir_for(lessons_dir: str | Path) -> Path:
 
 
 def _backup(path: Path, backup_dir: Path) -> Path:
+    if backup_dir.exists() and not backup_dir.is_dir():
+        raise ValueError(f"{backup_dir} is a file: the backups of edited lessons go into a "
+                         "folder of that name; move the file, then build again")
     backup_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = backup_dir / f"{path.stem}-{stamp}{path.suffix}"
@@ -344,7 +385,7 @@ def _backup(path: Path, backup_dir: Path) -> Path:
     while target.exists():
         target = backup_dir / f"{path.stem}-{stamp}-{k}{path.suffix}"
         k += 1
-    target.write_bytes(path.read_bytes())
+    atomic_write_bytes(target, path.read_bytes())
     return target
 
 
@@ -370,14 +411,17 @@ def build_lessons(solutions_dir: str | Path = "solutions", lessons_dir: str | Pa
         state = _state(have, lesson)
         if have == data:
             report.append(LessonBuild(target, "unchanged"))
-        elif state == EDITED and not force:
-            report.append(LessonBuild(target, "kept"))
-        elif state == EDITED:
+        elif state in (EDITED, DAMAGED) and not force:
+            problem = damage(have) if state == DAMAGED else None
+            report.append(LessonBuild(target, "kept" if state == EDITED else "damaged",
+                                      problem=problem))
+        elif state in (EDITED, DAMAGED):
+            problem = damage(have) if state == DAMAGED else None
             backup = _backup(target, backup_dir_for(lessons_dir))
-            target.write_bytes(data)
-            report.append(LessonBuild(target, "replaced", backup))
+            atomic_write_bytes(target, data)
+            report.append(LessonBuild(target, "replaced", backup, problem))
         else:
-            target.write_bytes(data)
+            atomic_write_bytes(target, data)
             report.append(LessonBuild(target, "written"))
     return report
 
@@ -407,7 +451,7 @@ def stale_lessons(solutions_dir: str | Path = "solutions",
         if state == MISSING:
             problems.append(f"{target}: missing (generated from {solution})")
             continue
-        if state == EDITED:
+        if state in (EDITED, DAMAGED):
             have = committed_bytes(target)
             if have is None:
                 continue
@@ -424,6 +468,16 @@ def stale_lessons(solutions_dir: str | Path = "solutions",
 def edited_lessons(solutions_dir: str | Path = "solutions",
                    lessons_dir: str | Path = "lessons") -> list[Path]:
     """The lessons in ``lessons_dir`` that a learner edited (see :func:`lesson_state`)."""
+    return _lessons_in_state(solutions_dir, lessons_dir, EDITED)
+
+
+def damaged_lessons(solutions_dir: str | Path = "solutions",
+                    lessons_dir: str | Path = "lessons") -> list[Path]:
+    """The lessons in ``lessons_dir`` that are not readable notebooks (:func:`damage`)."""
+    return _lessons_in_state(solutions_dir, lessons_dir, DAMAGED)
+
+
+def _lessons_in_state(solutions_dir, lessons_dir, state):
     solutions_dir, lessons_dir = Path(solutions_dir), Path(lessons_dir)
     return [lessons_dir / s.name for s in _solutions(solutions_dir)
-            if lesson_state(lessons_dir / s.name, s) == EDITED]
+            if lesson_state(lessons_dir / s.name, s) == state]

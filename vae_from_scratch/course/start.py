@@ -10,16 +10,26 @@ The lessons are found in the checkout you are in (the current directory or one a
 or else in the checkout the package was installed from (``pip install -e .`` from a clone);
 a package installed without the repository has no lessons to copy, and :func:`course_root`
 says so.
+
+Each copy is written atomically (:mod:`vae_from_scratch.course.files`). A damaged lesson
+(not a readable notebook: :func:`vae_from_scratch.course.lessons.damage`) is never copied;
+a damaged copy already in the learner's folder (left by a cut-short write, or copied from a
+damaged lesson by an earlier version) is moved aside to ``NAME.ipynb.damaged-<time>``,
+never deleted, and a fresh copy takes its place.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
+import time
 from pathlib import Path
 
-__all__ = ["DEFAULT_FOLDER", "StartReport", "course_root", "open_command", "start_course"]
+from vae_from_scratch.course.files import atomic_write_bytes
+from vae_from_scratch.course.lessons import damage
+
+__all__ = ["DEFAULT_FOLDER", "StartReport", "browser_reach", "course_root", "open_argv",
+           "open_command", "start_course"]
 
 #: The learner's folder, at the repository root (listed in .gitignore).
 DEFAULT_FOLDER = "my-lessons"
@@ -30,8 +40,9 @@ def _is_course_root(path: Path) -> bool:
         and (path / "solutions").is_dir()
 
 
-#: The checkout this package was imported from, if it was installed from one.
-_PACKAGE_CHECKOUT = Path(__file__).resolve().parents[1]
+#: The checkout this package was imported from, if it was installed from one
+#: (vae_from_scratch/course/start.py -> the folder holding vae_from_scratch/).
+_PACKAGE_CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def course_root() -> Path:
@@ -54,12 +65,16 @@ def course_root() -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class StartReport:
-    """What :func:`start_course` did: the lessons it copied and those already there."""
+    """What :func:`start_course` did: the lessons it copied, those already there, the
+    damaged lessons it did not copy (lesson path -> why) and the damaged copies it moved
+    aside (copy -> where it went)."""
 
     root: Path
     folder: Path
     copied: list[Path]
     kept: list[Path]
+    damaged: dict[Path, str] = dataclasses.field(default_factory=dict)
+    moved: dict[Path, Path] = dataclasses.field(default_factory=dict)
 
 
 def start_course(folder: str | Path | None = None) -> StartReport:
@@ -77,39 +92,76 @@ def start_course(folder: str | Path | None = None) -> StartReport:
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder} exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
-    copied, kept = [], []
+    report = StartReport(root, folder, [], [])
     for lesson in sorted((root / "lessons").glob("*.ipynb")):
         target = folder / lesson.name
-        if target.exists():
-            kept.append(target)
+        data = lesson.read_bytes()
+        problem = damage(data)
+        if problem:
+            report.damaged[lesson] = problem
+        if target.exists() or target.is_symlink():
+            if not target.is_file() or not damage(target.read_bytes()) or problem:
+                report.kept.append(target)
+                continue
+            aside = _aside(target)
+            os.replace(target, aside)  # the damaged copy is kept, under another name
+            report.moved[target] = aside
+        if problem:
             continue
-        # Copy to a temporary name first, so a copy cut short never leaves half a notebook
-        # under the real name (which the next start would then keep).
-        partial = target.with_name(f".{target.name}.partial")
-        shutil.copyfile(lesson, partial)
-        os.replace(partial, target)
-        copied.append(target)
-    return StartReport(root, folder, copied, kept)
+        atomic_write_bytes(target, data)  # a copy cut short never leaves half a notebook
+        report.copied.append(target)
+    return report
 
 
-def open_argv(report: StartReport) -> tuple[Path, list[str]]:
+def _aside(target: Path) -> Path:
+    """A name no file has yet for a damaged copy: ``NAME.damaged-<time>[-k]``."""
+    stem = f"{target.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside, k = target.with_name(stem), 1
+    while aside.exists() or aside.is_symlink():
+        aside, k = target.with_name(f"{stem}-{k}"), k + 1
+    return aside
+
+
+def open_argv(report: StartReport, as_root: bool = False) -> tuple[Path, list[str]]:
     """(folder, argv): the JupyterLab command, run in that folder, that opens the first
-    lesson with a file browser reaching the learner's folder, ``lessons/`` and
-    ``solutions/``.
+    lesson; its file browser is rooted at that folder (:func:`browser_reach` says what it
+    reaches).
 
     JupyterLab roots its file browser at the folder it is given (``jupyter lab lessons/``
-    shows nothing else), and at a notebook's own folder when given a notebook; so the
-    command starts it in a folder above all three and says so with ``root_dir``."""
+    shows nothing else), and at a notebook's own folder when given a notebook; so for a
+    learner's folder inside the checkout the command starts it at the checkout's root,
+    which reaches all three. A folder outside the checkout is its own root (rooting the
+    browser at a common ancestor such as ``/`` would show the whole disk). ``as_root``:
+    add ``--allow-root``, without which JupyterLab refuses to run as root."""
     first = min((p.name for p in report.copied + report.kept), default="")
-    top = Path(os.path.commonpath([report.root, report.folder]))
+    top = report.root if _inside(report.folder, report.root) else report.folder
     target = (report.folder / first).relative_to(top).as_posix() if first else \
         report.folder.relative_to(top).as_posix()
-    return top, ["jupyter", "lab", "--ServerApp.root_dir=.", target]
+    return top, ["jupyter", "lab", "--ServerApp.root_dir=.", target,
+                 *(["--allow-root"] if as_root else [])]
 
 
-def open_command(report: StartReport) -> str:
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def browser_reach(report: StartReport) -> str:
+    """Where the file browser of :func:`open_argv` is rooted and what it reaches, truly."""
+    top, _ = open_argv(report)
+    if top == report.root:
+        mine = report.folder.relative_to(top).as_posix()
+        return f"the file browser then reaches {mine}/, lessons/ and solutions/"
+    return (f"the file browser is rooted at {top}/; the course's lessons/ and solutions/ stay "
+            f"in {report.root}/, outside it")
+
+
+def open_command(report: StartReport, as_root: bool = False) -> str:
     """:func:`open_argv` as one shell command line (with a ``cd`` when it is needed)."""
-    top, argv = open_argv(report)
+    top, argv = open_argv(report, as_root)
     cd = f"cd {_quote(top)} && " if top != Path.cwd().resolve() else ""
     return cd + " ".join(_quote(a) for a in argv)
 

@@ -12,7 +12,10 @@ backend's state and the loop's, and continues where it stopped. The flags themse
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -158,10 +161,41 @@ def reopen(args: argparse.Namespace, argv: Sequence[str]) -> Resumed:
                 f"--resume {args.resume}: its saved state is incomplete ({err})"
             ) from None
         args = resume_args(args, argv, info["argv"])
+        run.adopt_id()  # a run of format 1 is bound to an id from now on
     except BaseException:
         run.close()
         raise
     return Resumed(run, args, params, config, saved["backend"], loop, info)
+
+
+def check_gaps(vae: VAE) -> None:
+    """--report-gaps needs a bottleneck with local parameters and an unconditional model:
+    ValueError before training otherwise."""
+    from vae_from_scratch.flow_bottleneck import local_bottleneck
+
+    if vae.config.n_classes is not None:
+        raise ValueError("--report-gaps measures an unconditional model: drop --conditional "
+                         "or --report-gaps")
+    try:
+        local_bottleneck(vae)
+    except ValueError:
+        raise ValueError(f"--report-gaps optimizes the local parameters of a gaussian, planar "
+                         f"or iaf bottleneck; the {vae.config.bottleneck} bottleneck has "
+                         "none") from None
+
+
+def report_gaps(vae: VAE, x: np.ndarray, seed: int) -> dict[str, Any]:
+    """The gaps of ``vae`` on the digits x: each figure's mean over them and its standard
+    error, in nats (gaps.py: 500 Adam steps per digit, K = 1000 for log p(x))."""
+    from vae_from_scratch import gaps
+
+    est = gaps.estimate_gaps(vae, x, steps=GAP_STEPS, k=GAP_K, seed=seed)
+    return {name: {"mean": mean, "se": se} for name, (mean, se) in est.summary().items()}
+
+
+#: The per-example optimisation's steps and the IWAE's samples of --report-gaps (the
+#: defaults of ``gaps.estimate_gaps``; converged on lesson 05's model: benchmarks/README.md).
+GAP_STEPS, GAP_K = 500, 1000
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
@@ -186,7 +220,7 @@ def note_versions(saved: dict[str, Any], now: dict[str, Any]) -> None:
 
 def cmd_train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     """``vae-course train``: check everything, then train in the run folder; returns the
-    exit status (0 done, 130 interrupted)."""
+    exit status (0 done, 130 interrupted by Ctrl-C, 143 by SIGTERM)."""
     resumed = None
     if args.resume is not None:
         resumed = reopen(args, argv)
@@ -234,6 +268,8 @@ class TrainingRun:
         self.y_test = ds.y_test if backend.config.n_classes else None
         self.argv = flags.run_argv(args)
         self.started = time.perf_counter()
+        # where the state on disk stands: (epochs done, step); None before the first save
+        self.saved_at = (loop.epochs_done, loop.step) if args.resume is not None else None
 
     @classmethod
     def prepare(cls, args: argparse.Namespace, resumed: Resumed | None) -> TrainingRun:
@@ -254,11 +290,16 @@ class TrainingRun:
             backend.load_state_dict(resumed.backend_state)
             note_versions(resumed.info.get("versions", {}), environment(args))
         backend.check_x(ds.x_test, "x_test")  # before a new run's folder is touched
+        if args.report_gaps:
+            check_gaps(vae)
         if resumed is not None:
             return cls(resumed.run, args, ds, backend, resumed.loop, fingerprint,
                        resumed.info.get("seconds", 0.0))
-        return cls(runs.Run.create(args.out, overwrite=args.overwrite), args, ds, backend,
-                   LoopState(), fingerprint)
+        run_id = runs.run_id_for(
+            {dest: flags.flag_text(getattr(args, dest)) for dest in flags.RUN_FLAGS
+             if dest not in (*flags.RESUME_MAY_CHANGE, "data_dir")}, fingerprint)
+        return cls(runs.Run.create(args.out, overwrite=args.overwrite, run_id=run_id), args,
+                   ds, backend, LoopState(), fingerprint)
 
     def seconds(self) -> float:
         """The run's training time so far, across its resumptions."""
@@ -278,6 +319,7 @@ class TrainingRun:
             {"epochs": self.loop.epochs_done, "backend": self.backend.name,
              "test_nelbo": history.test_nelbo[-1] if history.test_nelbo else None},
         )
+        self.saved_at = (self.loop.epochs_done, self.loop.step)
         return vae
 
     def metrics(self, status: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -307,27 +349,40 @@ class TrainingRun:
 
     def train(self) -> int:
         """Train in the open run folder, saving after every epoch; then the final outputs.
-        Returns the exit status: 0 when every epoch is done, 130 when stopped."""
+        Returns the exit status: 0 when every epoch is done, 130 (SIGINT) or 143 (SIGTERM)
+        when stopped. RunWriteFailed when a file cannot be written (the run is marked)."""
+        stop = runs.StopRequest()
+        try:
+            with stop:
+                return self._train(stop)
+        except KeyboardInterrupt:  # a second signal: stop at once
+            return self._stopped_at_once(stop)
+        except OSError as err:
+            raise self._failed(err) from None
+
+    def _train(self, stop: runs.StopRequest) -> int:
         args, out, loop = self.args, self.args.out, self.loop
         self.run.set_status("running")
         self._announce()
-        stop = runs.StopRequest()
-        with stop:
-            try:
-                fit(self.backend, self.x_test, epochs=args.epochs, y_test=self.y_test,
-                    log=None if args.quiet else print, lr_hint=f"try --lr {args.lr / 3:.1e}",
-                    loop=loop, on_epoch_end=self.save, stop=stop)
-            except TrainingDiverged as err:
-                self.run.set_status("diverged")
-                self.run.write_json(runs.METRICS, self.metrics("diverged", {"error": str(err)}))
-                raise TrainingDiverged(
-                    f"{err} The last good state (after {_plural(loop.epochs_done, 'epoch')}) "
-                    f"is in {out}/."
-                ) from None
-            if not loop.stopped:  # every epoch done: a Ctrl-C from here on no longer stops it
-                summary, files = self.final_outputs()
+        try:
+            fit(self.backend, self.x_test, epochs=args.epochs, y_test=self.y_test,
+                log=None if args.quiet else print, lr_hint=f"try --lr {args.lr / 3:.1e}",
+                loop=loop, on_epoch_end=self.save, stop=stop)
+        except TrainingDiverged as err:
+            self.run.set_status("diverged")
+            self.run.write_json(runs.METRICS, self.metrics("diverged", {"error": str(err)}))
+            raise TrainingDiverged(
+                f"{err} The last good state (after {_plural(loop.epochs_done, 'epoch')}) "
+                f"is in {out}/."
+            ) from None
         if loop.stopped:
-            return self._interrupted()
+            return self._interrupted(stop.signal)
+        # every epoch done and saved: a first Ctrl-C now lets the final outputs finish
+        stop.finishing = True
+        if stop.requested:  # it came as the last epoch ended: say what it does now
+            print("vae-course train: training is done; finishing the IWAE estimate and the "
+                  "figures (press Ctrl-C again to skip them)", file=sys.stderr)
+        summary, files = self.final_outputs()
         self.run.set_status("finished")
         took = time.perf_counter() - self.started
         print(f"done in {took:.1f} s: {summary}. Wrote {out}/ ({', '.join(files)})")
@@ -347,23 +402,80 @@ class TrainingRun:
                 f"the end of epoch {loop.epochs_done}")
             print(f"resuming {args.out} at {where} of {args.epochs} with the {name} backend")
 
-    def _interrupted(self) -> int:
+    def _where_saved(self) -> str:
+        if self.saved_at is None:
+            return "no state was saved yet"
+        epochs, step = self.saved_at
+        if step:
+            return f"the state saved in epoch {epochs + 1} (step {step}) is kept"
+        return f"the state saved after {_plural(epochs, 'epoch')} is kept"
+
+    def _continue_hint(self) -> str:
+        return f"vae-course train --resume {shlex.quote(str(self.args.out))}"
+
+    def _interrupted(self, signum: int | None) -> int:
         loop, out = self.loop, self.args.out
         if loop.step:  # stopped inside an epoch; at an epoch's start that state is saved
             self.save()
-        self.run.write_json(runs.METRICS, self.metrics("interrupted"))
+        self.run.write_json(runs.METRICS, self.metrics("interrupted",
+                                                       {"signal": _signal_name(signum)}))
         self.run.set_status("interrupted")
         where = f"in epoch {loop.epochs_done + 1} (step {loop.step})" if loop.step else (
             f"after {_plural(loop.epochs_done, 'epoch')} of {self.args.epochs}")
-        print(f"interrupted {where}; saved {out}/. Continue with: vae-course train --resume "
-              f"{shlex.quote(str(out))}", file=sys.stderr)
-        return 130
+        by = "" if signum in (None, signal.SIGINT) else f" by {_signal_name(signum)}"
+        print(f"interrupted{by} {where}; saved {out}/. Continue with: {self._continue_hint()}",
+              file=sys.stderr)
+        return runs.exit_status(signum)
+
+    def _stopped_at_once(self, stop: runs.StopRequest) -> int:
+        """A second Ctrl-C (or SIGTERM): nothing more is computed; the run is marked and
+        the last state saved stays the resume point."""
+        out = self.args.out
+        with runs.StopRequest():  # a third signal must not cut the marking short
+            if stop.finishing:  # training was done and saved: only the extras are skipped
+                with contextlib.suppress(OSError):
+                    self.run.write_json(runs.METRICS, self.metrics(
+                        "finished", {"final_outputs": "skipped (interrupted)"}))
+                    self.run.set_status("finished")
+                print(f"interrupted: training is done and saved in {out}/; the IWAE estimate "
+                      "and the figures were skipped", file=sys.stderr)
+                return runs.exit_status(stop.signal)
+            with contextlib.suppress(OSError):
+                self.run.write_json(runs.METRICS, self.metrics(
+                    "interrupted", {"signal": _signal_name(stop.signal), "stopped_at_once": True,
+                                    "saved": self._where_saved()}))
+                self.run.set_status("interrupted")
+        print(f"interrupted at once: {self._where_saved()} in {out}/. Continue with: "
+              f"{self._continue_hint()}", file=sys.stderr)
+        return runs.exit_status(stop.signal)
+
+    def _failed(self, err: OSError) -> runs.RunWriteFailed:
+        """Mark the run ``failed`` (as far as the disk lets us) and say what is kept."""
+        reason = err.strerror or str(err)
+        what = f"could not write {err.filename}" if err.filename else "a write failed"
+        marked = True
+        try:
+            self.run.set_status("failed")
+        except OSError:
+            marked = False
+        with contextlib.suppress(OSError):
+            self.run.write_json(runs.METRICS,
+                                self.metrics("failed", {"error": f"{what}: {reason}"}))
+        note = "" if marked else f" ({runs.MANIFEST} could not be updated)"
+        if self.saved_at is None:
+            return runs.RunWriteFailed(f"{what}: {reason}; no state was saved yet{note}")
+        fix = "free some space" if err.errno == errno.ENOSPC else "fix that"
+        kept = self._where_saved()
+        return runs.RunWriteFailed(
+            f"{what}: {reason}. {kept[0].upper()}{kept[1:]} in {self.args.out}/{note}; {fix}, "
+            f"then continue with: {self._continue_hint()}"
+        )
 
     def final_outputs(self) -> tuple[str, list[str]]:
         """metrics.json (with the IWAE estimate) and the figures, once training is done;
         returns the summary line and the files written."""
         from vae_from_scratch import plots
-        from vae_from_scratch.evaluate import iwae_nll
+        from vae_from_scratch.evaluate import active_units_per_layer, iwae_nll
 
         args, ds, y_test = self.args, self.ds, self.y_test
         vae = self.backend.to_vae()
@@ -376,6 +488,11 @@ class TrainingRun:
         code = vae.code_report(ds.x_test, y_test)  # a quantized code's rate and usage
         if code:
             extra["code"] = code
+        if y_test is None and vae.bottleneck.stochastic:  # one figure per stochastic layer
+            extra["active_units"] = list(active_units_per_layer(vae, ds.x_test))
+        if args.report_gaps > 0:
+            extra["gaps"] = report_gaps(vae, ds.x_test[: args.report_gaps], args.seed)
+            extra["gaps"]["digits"] = min(args.report_gaps, len(ds.x_test))
         figures = {}
         if history.epoch:
             figures["loss_curves"] = plots.loss_curves(history)
@@ -405,4 +522,13 @@ class TrainingRun:
         if iwae:
             key = f"test_nll_iwae_k{args.iwae_k}"
             summary += f", IWAE(k={args.iwae_k}) -log p(x) {extra[key]:.2f}"
+        if "gaps" in extra:
+            g = extra["gaps"]
+            summary += (f"; gaps on {g['digits']} test digits: approximation "
+                        f"{g['approximation_gap']['mean']:.2f}, amortization "
+                        f"{g['amortization_gap']['mean']:.2f} nats")
         return summary, [runs.CHECKPOINT, runs.METRICS, *(f + ".png" for f in figures)]
+
+
+def _signal_name(signum: int | None) -> str:
+    return signal.Signals(signum).name if signum is not None else "SIGINT"

@@ -7,11 +7,14 @@ The only part of the package that imports torch:
 * :mod:`.likelihoods`, :mod:`.priors`, :mod:`.bottleneck` -- one torch class for each NumPy
   one, looked up under the same names; :mod:`.distributions` -- their formulas in torch;
 * :mod:`.backend` -- :class:`TorchBackend`, the fast backend of ``train.fit``;
-* :mod:`.devices` -- which devices this machine has, and errors that name them.
+* :mod:`.devices` -- which devices this machine has, and errors that name them;
+* :mod:`.flows` -- lesson 12's flows, the flow and two-level bottlenecks (registered here)
+  and the per-example optimisation of the gap estimate.
 
     from vae_from_scratch.torch_vae import TorchVAE, TorchBackend
 """
 
+from vae_from_scratch.torch_vae import flows  # noqa: F401 (registers lesson 12's bottlenecks)
 from vae_from_scratch.torch_vae.backend import RECOMMENDED_GUARD_EVERY, TorchBackend, torch_adam
 from vae_from_scratch.torch_vae.devices import (
     available_devices,

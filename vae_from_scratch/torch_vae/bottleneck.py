@@ -1,7 +1,8 @@
 """The bottleneck of :mod:`vae_from_scratch.bottleneck` in PyTorch; see that module for what
 a bottleneck provides. The mirror's has no backward (autograd computes it) and no parameters
 of its own to declare or draw (the mirror takes the NumPy model's), and its charged_kl returns
-the charged tensor alone."""
+the charged tensor alone. The mirror looks its bottleneck up in :data:`TORCH_BOTTLENECKS`
+under the configuration's ``bottleneck`` (lesson 12's are in ``torch_vae/flows.py``)."""
 
 from __future__ import annotations
 
