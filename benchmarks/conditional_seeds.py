@@ -1,9 +1,10 @@
-"""Lesson 09's measured figures over seeds: what the lesson says about them holds beyond seed 0.
+"""Lessons 09 and 10's measured figures over seeds: what the lessons say about them holds beyond
+seed 0.
 
 Lesson 09 trains, with seed 0: a 784-256-10 classifier (softmax cross-entropy, Adam 1e-3, batch
 128, 20 epochs); two conditional VAEs 784-256-L (L = 20 and 2; Adam 3e-3, 20 epochs) whose
-samples it asks the classifier to read; and, on dequantised digits ((255 x + u) / 256, noise
-fixed), a continuous Bernoulli VAE and a Gaussian VAE with one learned log-variance per pixel
+samples it asks the classifier to read; lesson 10, on dequantised digits ((255 x + u) / 256,
+noise fixed), a continuous Bernoulli VAE and a Gaussian VAE with one learned log-variance per pixel
 (784-256-20, Adam 1e-3, 20 epochs), compared by -log p(x~) (IWAE, K = 100) on 200 test digits.
 This script repeats the same code with other seeds (seed 0 reproduces the lesson's numbers on
 the same machine) and prints:

@@ -285,10 +285,12 @@ def test_model_flags_map_onto_the_configuration():
     assert set(MODEL_FLAGS) - {"conditional"} <= set(VAEConfig.__dataclass_fields__)
     args = build_parser().parse_args(["train"])
     assert args.conditional is False
-    # the flags' defaults are the configuration's, unresolved (None: the architecture's own)
+    # the flags' defaults are the configuration's, unresolved (None: the architecture's own),
+    # but --prior's, which the command fills in (class_gaussian for --conditional)
     defaults = {name: f.default for name, f in VAEConfig.__dataclass_fields__.items()}
-    for dest in set(MODEL_FLAGS) - {"conditional"}:
+    for dest in set(MODEL_FLAGS) - {"conditional", "prior"}:
         assert getattr(args, dest) == defaults[dest], dest
+    assert args.prior is None
 
 
 def test_saved_flags_read_back_as_the_same_values():
@@ -405,7 +407,7 @@ def test_train_a_conditional_vae_draws_one_row_per_digit(tmp_path, x_test):
     assert _is_png(out / "samples.png")
 
 
-@pytest.mark.lesson09
+@pytest.mark.lesson10
 def test_train_with_the_continuous_bernoulli_and_free_bits(tmp_path):
     out = _train(tmp_path / "cb", "--likelihood", "continuous_bernoulli", "--free-bits", "0.1",
                  "--limit", "200")

@@ -12,6 +12,7 @@ import pytest
 
 from vae_from_scratch import VAE
 from vae_from_scratch.config import (
+    CONDITIONAL_PRIOR,
     Flag,
     TrainingOptions,
     VAEConfig,
@@ -64,7 +65,9 @@ def test_the_train_command_shows_every_flagged_field_with_its_help_and_default(c
             flag = f.metadata["flag"]
             assert flags.option_name(flag.name or f.name) in text, f.name
             assert " ".join(flag.help.split()) in text, f.name
-            if not flag.switch and f.default is not None:
+            if flag.filled:  # the command fills it in: the help says how
+                assert "(default: " in flag.help, f.name
+            elif not flag.switch and f.default is not None:
                 assert f"(default: {flags.flag_text(f.default)})" in text, f.name
 
 
@@ -74,7 +77,7 @@ def test_the_flags_build_the_configuration_the_train_command_uses():
                                       "--lr", "0.003", "--binarize", "--kl-warmup", "7"])
     config = flags.model_config(args, 784, 10)
     assert config == VAEConfig(input_dim=784, hidden_dims=(32, 16), likelihood="gaussian",
-                               obs_var="learned", n_classes=10)
+                               obs_var="learned", n_classes=10, prior=CONDITIONAL_PRIOR)
     assert flags.model_config(build_parser().parse_args(["train"]), 784, 10).n_classes is None
     assert flags.training_options(args) == TrainingOptions(lr=0.003, binarize=True,
                                                            kl_warmup=7)

@@ -20,7 +20,7 @@ import pytest
 from vae_from_scratch import distributions as dist
 from vae_from_scratch.gradcheck import numerical_gradient, rel_error
 
-pytestmark = pytest.mark.lesson09
+pytestmark = pytest.mark.lesson10
 
 T = dist.CB_TAYLOR_BELOW
 ELEMENTWISE = (dist.cb_log_norm, dist.cb_log_norm_grad, dist.continuous_bernoulli_mean)

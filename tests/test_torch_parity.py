@@ -377,6 +377,7 @@ def test_run_compare_reports_agreement():
 @pytest.mark.slow  # times a training epoch of each backend on the embedded data
 @pytest.mark.lesson08
 @pytest.mark.lesson09
+@pytest.mark.lesson10
 def test_compare_takes_the_conv_conditional_and_continuous_bernoulli_models(capsys):
     from vae_from_scratch.course.cli import main
 

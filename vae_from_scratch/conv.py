@@ -503,8 +503,13 @@ class ConvTranspose2d:
 
     i.e. each input pixel scatters a copy of its (C_out, kH, kW) kernel, scaled, into the
     output at stride s, and overlapping copies add. Upsampling, hence its use in decoders.
-    ``output_padding`` adds rows/columns at the bottom/right that no kernel copy reaches
-    (they hold b), to pick among the output sizes that the convolution maps to H.
+    ``output_padding`` o adds o rows/columns at the bottom/right, to pick among the output
+    sizes that the convolution maps to H. The copies land on an output padded by p on every
+    side, whose border is then cut off; the last copies reach p rows past the bottom of the
+    output without o, so min(o, p) of the added rows receive copies and only the rest hold b
+    alone. With padding 0 no copy reaches them; with k=3, s=2, p=1, o=1 the added bottom row
+    receives 1, 2, 1, 2, ... copies along its width, like the rows above it that one input
+    row reaches (tests/test_conv_output_padding.py).
     """
 
     @staticmethod

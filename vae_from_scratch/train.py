@@ -15,6 +15,8 @@ how to take one step. It provides:
     to_floats(list_of_terms) -> np.ndarray (n, 3)   one host sync for many steps
     check_x(x, name) -> x          validate data for this model (shape, values), or raise
     check_y(y, n) -> y             validate labels for this model (None if unconditional)
+    end_epoch()                    after an epoch's last step: set the prior's fitted
+                                   parameters from the training set (``refit_prior``)
     evaluate(x, y=None) -> (nelbo, recon, kl)      negative ELBO of x (beta = 1), floats
     to_vae() -> VAE                the current parameters as a NumPy model
     state_dict() -> dict           everything but the parameters that the next steps depend
@@ -112,7 +114,10 @@ class NumpyBackend:
         # A stream of its own: VAE(seed=s) draws its initial weights from default_rng(s),
         # and training noise must not replay those very numbers.
         self.rng = np.random.default_rng([self.options.seed, TRAIN_STREAM])
-        self.opt = OPTIMIZERS[self.options.optimizer](vae.params, self.options.lr)
+        # the prior's fitted parameters are set by end_epoch, not by the optimizer
+        self.trained = {name: p for name, p in vae.params.items()
+                        if name not in vae.prior.fitted}
+        self.opt = OPTIMIZERS[self.options.optimizer](self.trained, self.options.lr)
         self.order = None
 
     def start_epoch(self) -> int:
@@ -135,12 +140,16 @@ class NumpyBackend:
         terms, grads = self.vae.loss_and_grads(x, eps, y, beta=beta)
         self.steps_done += 1
         try:
-            self.opt.step(grads)
+            self.opt.step({name: grads[name] for name in self.trained})
         except NonFiniteGradientError:  # the optimizer refused: NaN never reaches the params
             return (float("nan"), terms.recon, terms.kl)
         # what training changes besides the gradient step (lesson 11's EMA codebook, restarts)
         self.vae.bottleneck.after_step(self.vae.params, self.steps_done, self.rng)
         return (terms.loss, terms.recon, terms.kl)
+
+    def end_epoch(self) -> None:
+        """The prior's closed-form update from the training set (``VAE.refit_prior``)."""
+        self.vae.refit_prior(self.x_train, self.y_train)
 
     def to_floats(self, pending: list) -> np.ndarray:
         return np.array(pending, dtype=np.float64).reshape(-1, 3)
@@ -402,6 +411,9 @@ def fit(
         values = _train_epoch(backend, epoch, loop, guard, stop)
         if values is None:  # stopped inside the epoch
             break
+        end_epoch = getattr(backend, "end_epoch", None)  # a backend may have nothing to do
+        if end_epoch is not None:
+            end_epoch()
         line = loop.history.record_train(epoch, values, time.perf_counter() - start)
         if x_test is not None:
             line += loop.history.record_test(*backend.evaluate(x_test, y_test))

@@ -89,9 +89,19 @@ def init_params(config: VAEConfig, rng: np.random.Generator) -> dict[str, np.nda
     parts.bottleneck.init_params(rng, params, parts.encoder.out_dim)
     parts.decoder.init_params(rng, params)
     for name, (shape, how) in _extra_shapes(parts).items():
-        params[name] = rng.normal(0.0, 1.0, size=shape) if how == "normal" else np.zeros(shape)
+        params[name] = _initial(rng, shape, how)
     dtype = DTYPES[config.dtype]
     return {name: value.astype(dtype) for name, value in params.items()}
+
+
+def _initial(rng: np.random.Generator, shape: tuple[int, ...], how: str) -> np.ndarray:
+    """A likelihood's or prior's parameter at the start: N(0, 1) draws ("normal"), zeros
+    ("zeros") or identity matrices in the last two axes ("identity")."""
+    if how == "normal":
+        return rng.normal(0.0, 1.0, size=shape)
+    if how == "identity":
+        return np.broadcast_to(np.eye(shape[-1]), shape).copy()
+    return np.zeros(shape)
 
 
 def param_shapes(config: VAEConfig) -> dict[str, tuple[int, ...]]:
@@ -371,6 +381,24 @@ class VAE:
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         z = self.bottleneck.sample_prior(self.params, n, rng, c).astype(self.dtype)
         return self.likelihood.mean(self.params, self.decoder.forward(self.params, z, c)[0])
+
+    def refit_prior(self, x: Any, y: Any = None, batch_size: int = 1000) -> None:
+        """Set the prior's fitted parameters (``prior.fitted``) in closed form from the
+        posteriors of x (N, D) [, labels y (N,)]: the class_gaussian prior's moment match
+        (priors.py). A prior without fitted parameters is left as it is. The training loop
+        calls this at the end of every epoch with the training set."""
+        if not self.prior.fitted:
+            return
+        x = self.check_x(x)
+        c = self.check_y(y, len(x))
+        mu, log_var = [], []
+        for start in range(0, len(x), batch_size):
+            cb = None if c is None else c[start : start + batch_size]
+            h, _ = self.encoder.forward(self.params, x[start : start + batch_size], cb)
+            for out, part in zip((mu, log_var), self.bottleneck.encode(self.params, h),
+                                 strict=True):
+                out.append(part)
+        self.prior.refit(self.params, np.concatenate(mu), np.concatenate(log_var), c)
 
     def reconstruct(self, x: Any, y: Any = None) -> np.ndarray:
         """Decode the posterior mean: x (N, D) [, labels y (N,)] -> pixel means (N, D)."""

@@ -75,7 +75,7 @@ from vae_from_scratch.checks.messages import (
     shape_text,
     type_name,
 )
-from vae_from_scratch.checks.values import Mismatch, iter_mismatches
+from vae_from_scratch.checks.values import Mismatch, compare_values, iter_mismatches
 
 __all__ = [
     "PASSED",
@@ -104,6 +104,19 @@ _OTHERS_SHOWN = 4
 _STRICT = dict(over="raise", invalid="raise", divide="raise", under="ignore")
 
 _SIZE_SPEC = re.compile(r"^(?P<arg>\w+)\.shape\[(?P<axis>-?\d+)\]$")
+
+
+def _size_axes(spec: str | int) -> int | tuple[tuple[str, int], ...] | None:
+    """A size's spec as an int, or the (argument, axis) pairs whose lengths multiply to it
+    (``"dout.shape[2] * dout.shape[3]"``); None when it is neither."""
+    if isinstance(spec, int):
+        return spec
+    if not isinstance(spec, str):
+        return None
+    parts = [_SIZE_SPEC.match(part.strip()) for part in spec.split("*")]
+    if not all(parts):
+        return None
+    return tuple((m.group("arg"), int(m.group("axis"))) for m in parts)
 
 
 class Case:
@@ -193,8 +206,12 @@ class Checker:
         key_order: dict keys in the order to compare them (keys not listed follow in the
             expected dict's order); the first wrong one is the one reported.
         key_order_note: why that order, said next to the wrong output's name.
-        sizes: ``{"N": "x.shape[0]"}``: sizes of each case (an argument's axis, or an int)
-            that a result off by that factor is recognised by.
+        sizes: ``{"N": "x.shape[0]"}``: sizes of each case (an argument's axis, a product of
+            axes such as ``"dout.shape[2] * dout.shape[3]"``, or an int) that a result off
+            by that factor is recognised by.
+        slips: ``[(why, fn), ...]``: the lesson's own slips, each written as a function of a
+            case's arguments; when a wrong result equals what ``fn`` gives on that case, the
+            message says ``why`` (in place of any slip recognised by its signature).
 
     ``checker(fn)`` prints the outcome, records it and returns ``fn`` if it passed, else the
     reference. ``checker.run(fn)`` only computes the :class:`Result`.
@@ -216,6 +233,7 @@ class Checker:
         key_order: Sequence[Any] | None = None,
         key_order_note: str = "",
         sizes: Mapping[str, str | int] | None = None,
+        slips: Sequence[tuple[str, Callable]] = (),
     ) -> None:
         _lesson_of(exercise)  # validates the format
         if not cases:
@@ -223,13 +241,14 @@ class Checker:
         for case in cases:
             if not isinstance(case, Case):
                 raise TypeError(f"Checker for exercise {exercise}: cases must be Case objects")
-        size_axes: dict[str, int | tuple[str, int]] = {}  # an int, or (argument, axis)
+        size_axes: dict[str, int | tuple[tuple[str, int], ...]] = {}
         for symbol, spec in (sizes or {}).items():
-            match = _SIZE_SPEC.match(spec) if isinstance(spec, str) else None
-            if not (isinstance(spec, int) or match):
+            axes = _size_axes(spec)
+            if axes is None:
                 raise ValueError(f"Checker for exercise {exercise}: size {symbol!r} must be an "
-                                 f"int or look like 'x.shape[0]', got {spec!r}")
-            size_axes[symbol] = (match.group("arg"), int(match.group("axis"))) if match else spec
+                                 f"int or look like 'x.shape[0]' (or 'x.shape[2] * "
+                                 f"x.shape[3]'), got {spec!r}")
+            size_axes[symbol] = axes
         self.exercise = exercise
         self.reference = reference
         self.cases = list(cases)
@@ -244,6 +263,7 @@ class Checker:
         self.key_order_note = key_order_note
         self.sizes = dict(sizes or {})
         self._size_axes = size_axes
+        self.slips = list(slips)
         _REGISTRY[(exercise, self.name)] = self
 
     @property
@@ -355,13 +375,27 @@ class Checker:
                 lines += labelled("expected", format_value(shown_expected), 4)
                 lines += labelled("got     ", format_value(shown_got), 4)
             lines.append(f"    {first.reason}")
-            if first.hint:
-                lines.append(f"    {first.hint}")
+            hint = self._named_slip(case, got) or first.hint
+            if hint:
+                lines.append(f"    {hint}")
             detail = f"{name}: {first.reason}" if name else first.reason
         if changed is not None:
             lines.append(f"    {changed}")
             detail = detail or changed
         return self._result(WRONG, "\n".join(lines), detail)
+
+    def _named_slip(self, case: Case, got: Any) -> str:
+        """``why`` of the first of the lesson's slips that gives ``got`` on ``case``, or ""."""
+        for why, slip in self.slips:
+            args, kwargs = case.fresh()
+            try:
+                with np.errstate(all="ignore"):
+                    value = slip(*args, **kwargs)
+            except Exception:  # noqa: BLE001 - a slip that cannot run on this case: not it
+                continue
+            if compare_values(value, got, self.rtol, self.atol) is None:
+                return why
+        return ""
 
     def _wrong_header(self) -> str:
         return f"{_SYMBOLS[WRONG]} {self.label}: wrong answer."
@@ -405,11 +439,15 @@ class Checker:
             if isinstance(spec, int):
                 found[symbol] = (spec, "")
                 continue
-            arg, axis = spec
-            value = arguments.get(arg)
-            shape = np.shape(value) if value is not None else ()
-            if -len(shape) <= axis < len(shape):
-                found[symbol] = (int(shape[axis]), self.sizes[symbol])
+            size = 1
+            for arg, axis in spec:
+                value = arguments.get(arg)
+                shape = np.shape(value) if value is not None else ()
+                if not -len(shape) <= axis < len(shape):
+                    break
+                size *= int(shape[axis])
+            else:
+                found[symbol] = (size, self.sizes[symbol])
         return found
 
     def _output_name(self, keys: tuple) -> str:

@@ -62,12 +62,24 @@ def scrub(text: str) -> str:
     return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
 
 
+def _hidden_by_suppress(a: np.ndarray) -> bool:
+    """Whether ``a`` holds a non-zero number that fixed-point printing would show as 0."""
+    if a.dtype.kind not in "fc":
+        return False
+    with np.errstate(all="ignore"):
+        tiny = (a != 0) & (np.abs(a) < 0.5 * 10.0 ** -_PRINT["precision"])
+    return bool(np.any(tiny))
+
+
 def format_value(value: Any, small: int = SMALL) -> str:
     """Deterministic text for a value: small arrays in full, larger ones by shape and dtype."""
     value = to_plain(value)
     if isinstance(value, np.ndarray):
         if value.size <= small and value.dtype.kind in "biufc":
-            with np.printoptions(**_PRINT):
+            options = dict(_PRINT)
+            if _hidden_by_suppress(value):  # 1e-8 would print as 0.: show it as 1.e-08
+                options["suppress"] = False
+            with np.printoptions(**options):
                 return np.array2string(value, separator=", ")
         return f"<array of shape {value.shape}, {value.dtype}>"
     if isinstance(value, (bool, int, float, complex, np.number, np.bool_)):

@@ -138,6 +138,27 @@ def _keys_text(keys: Sequence) -> str:
     return ", ".join(map(repr, keys))
 
 
+def distinct_texts(e: Any, g: Any) -> tuple[str, str]:
+    """Two different numbers as text with as many digits as it takes to tell them apart
+    (7 where that does; up to 17, all a float64 has): 0.6931472 against 0.6931472 says
+    nothing, 0.69314718 against 0.69314719 does."""
+    for digits in range(7, 18):
+        shown_e, shown_g = f"{e:.{digits}g}", f"{g:.{digits}g}"
+        if shown_e != shown_g:
+            return shown_e, shown_g
+    return shown_e, shown_g
+
+
+def relative_difference(e: Any, g: Any) -> str:
+    """" (relative difference 3.2e-09)" for two close non-zero real numbers that print alike
+    at 7 digits, else "": where the digits alone hardly show how far apart they are."""
+    if isinstance(e, complex) or isinstance(g, complex) or e == 0 or fmt_scalar(e) != fmt_scalar(g):
+        return ""
+    if not (np.isfinite(e) and np.isfinite(g)):
+        return ""
+    return f" (relative difference {abs(g - e) / abs(e):.2g})"
+
+
 def _compare_arrays(expected: np.ndarray, got: Any, rtol: float, atol: float,
                     sizes: Mapping[str, tuple[int, str]]) -> tuple[str, str] | None:
     """None if they agree, else (the reason, a hint naming the slip or "")."""
@@ -169,9 +190,10 @@ def _compare_arrays(expected: np.ndarray, got: Any, rtol: float, atol: float,
         with np.errstate(all="ignore"):
             diff = np.abs(g - e)[~close]
         largest = fmt_scalar(float(np.nanmax(diff))) if not np.isnan(diff).all() else "nan"
+        shown_e, shown_g = distinct_texts(e[first].item(), g[first].item())
         reason = (f"{len(bad)} of {expected.size} entries differ (largest difference "
-                  f"{largest}); first{where}: expected {fmt_scalar(e[first].item())}, "
-                  f"got {fmt_scalar(g[first].item())}")
+                  f"{largest}); first{where}: expected {shown_e}, got {shown_g}"
+                  f"{relative_difference(e[first].item(), g[first].item())}")
     reason = f"{reason} (rtol={rtol:g}, atol={atol:g})"
     # Factors and offsets name slips in real-valued results, not in counts.
     hint = slips.value_slip(e, g, rtol, atol, sizes) if expected.dtype.kind == "f" else ""

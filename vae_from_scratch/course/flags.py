@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vae_from_scratch.config import (
+    CONDITIONAL_PRIOR,
     TrainingOptions,
     VAEConfig,
     flagged_fields,
@@ -52,7 +53,7 @@ def config_flags(cls: type) -> dict[str, dict[str, Any]]:
         if flag.switch:
             spec["action"] = "store_true"
         else:
-            spec["default"] = f.default
+            spec["default"] = None if flag.filled else f.default
             if flag.choices is not None:
                 spec["choices"] = flag.choices
             else:
@@ -66,13 +67,16 @@ def config_kwargs(args: argparse.Namespace, cls: type,
                   filled: dict[str, Any] | None = None) -> dict[str, Any]:
     """The keyword arguments of ``cls`` that the parsed flags set. A switch named apart from
     its field (``--conditional`` for ``n_classes``) takes the value ``filled[field]`` when on,
-    None when off."""
+    None when off; a ``filled`` flag not given takes ``filled[field]`` (else the field's
+    default)."""
     kwargs = {}
     for f in flagged_fields(cls):
         flag = f.metadata["flag"]
         value = getattr(args, flag.name or f.name)
         if flag.name is not None and flag.name != f.name:
             value = (filled or {}).get(f.name) if value else None
+        elif flag.filled and value is None:
+            value = (filled or {}).get(f.name, f.default)
         kwargs[f.name] = value
     return kwargs
 
@@ -218,7 +222,9 @@ def training_options(args: argparse.Namespace) -> TrainingOptions:
 
 def model_config(args: argparse.Namespace, input_dim: int, n_classes: int) -> VAEConfig:
     """The VAEConfig of the parsed model flags, for data of ``input_dim`` pixels;
-    ``--conditional`` takes the data's ``n_classes``."""
-    kwargs = config_kwargs(args, VAEConfig, {"n_classes": n_classes})
+    ``--conditional`` takes the data's ``n_classes``, and without --prior the prior of
+    a conditional model (:data:`~vae_from_scratch.config.CONDITIONAL_PRIOR`)."""
+    prior = CONDITIONAL_PRIOR if args.conditional else "standard"
+    kwargs = config_kwargs(args, VAEConfig, {"n_classes": n_classes, "prior": prior})
     return VAEConfig(input_dim=input_dim, **kwargs)
 

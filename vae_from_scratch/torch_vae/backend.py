@@ -116,7 +116,10 @@ class TorchBackend:
         self.c_train = model.check_y(y_train, self.x_train.shape[0], "y_train")  # one-hot
         self.steps_done = 0
         self.generator = torch.Generator(device=self.device).manual_seed(int(self.options.seed))
-        self._params = list(model.parameters())
+        # the prior's fitted parameters are set by end_epoch, not by the optimizer
+        fitted = model.reference.prior.fitted
+        self._names = [name for name in model.params if name not in fitted]
+        self._params = [model.params[name] for name in self._names]
         self.opt = OPTIMIZERS[self.options.optimizer](self._params, self.options.lr)
         self._beta = torch.zeros((), dtype=model.dtype, device=self.device)
         self._loss_fn = torch.compile(model.batch_loss) if compile else model.batch_loss
@@ -141,7 +144,7 @@ class TorchBackend:
         eps = torch.randn(model.bottleneck.noise_shape(x.shape[0]), **kw)
         # fill_ sets the KL weight without a host-to-device copy or a recompilation
         self._beta.fill_(warmup_beta(model.config.beta, self.steps_done, self.options.kl_warmup))
-        self.opt.zero_grad(set_to_none=True)
+        self.model.zero_grad(set_to_none=True)  # the fitted prior's gradients too
         loss, recon, kl = self._loss_fn(x, eps, self._beta, c)
         loss.backward()
         bad = _nan_if_nonfinite([p.grad for p in self._params if p.grad is not None])
@@ -150,6 +153,12 @@ class TorchBackend:
         # what training changes besides the gradient step (lesson 11: EMA codebook, restarts)
         model.bottleneck.after_step(model.params, self.steps_done, g)
         return torch.stack([loss.detach() + bad, recon.detach(), kl.detach()])
+
+    def end_epoch(self) -> None:
+        """The prior's closed-form update from the training set (``TorchVAE.refit_prior``)."""
+        if self.model.reference.prior.fitted:
+            labels = None if self.c_train is None else torch.argmax(self.c_train, dim=1)
+            self.model.refit_prior(self.x_train, labels)
 
     def to_floats(self, pending: list) -> np.ndarray:
         if not len(pending):
@@ -174,7 +183,7 @@ class TorchBackend:
     def state_dict(self) -> dict[str, Any]:
         """torch's optimizer state keyed by parameter name, the generator's state (uint8),
         steps taken and the current epoch's order, all as NumPy arrays and JSON values."""
-        names = list(self.model.params)
+        names = self._names  # the optimizer's parameters, in its order
         saved = self.opt.state_dict()
         return {
             "optimizer": {
@@ -215,7 +224,7 @@ class TorchBackend:
     def _optimizer_state(self, opt_state: Any) -> tuple[dict, list]:
         """The saved optimizer state in torch's form (keyed by parameter index), checked."""
         params = self.model.params
-        names = list(params)
+        names = self._names
         try:
             entries, groups = opt_state["state"], opt_state["param_groups"]
             unknown = sorted(set(entries) - set(names))

@@ -373,6 +373,20 @@ class TorchVAE(nn.Module):
         return self.likelihood.mean(p, network_forward(self.decoder, p, z, c))
 
     @torch.no_grad()
+    def refit_prior(self, x: Any, y: Any = None, batch_size: int = 1000) -> None:
+        """Set the prior's fitted parameters in closed form from the posteriors of x
+        [, labels y], as ``VAE.refit_prior``; nothing for a prior without them."""
+        if not self.reference.prior.fitted:
+            return
+        x = self.check_x(x)
+        c = self.check_y(y, x.shape[0])
+        p = self.params
+        parts = [self.bottleneck.encode(p, network_forward(self.encoder, p, xb, cb))
+                 for xb, cb in batches(x, c, batch_size)]
+        self.bottleneck.prior.refit(p, torch.cat([mu for mu, _ in parts]),
+                                    torch.cat([lv for _, lv in parts]), c)
+
+    @torch.no_grad()
     def reconstruct(self, x: Any, y: Any = None) -> torch.Tensor:
         """Decode the posterior mean: x (N, D) [, labels y (N,)] -> pixel means (N, D)."""
         x = self.check_x(x)

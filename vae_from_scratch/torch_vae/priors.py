@@ -113,3 +113,68 @@ class TorchMixtureOfGaussians(TorchPrior):
         noise = torch.randn((n, self.config.latent_dim), generator=generator, device=device,
                             dtype=dtype)
         return params["prior.means"][k] + std * noise
+
+
+@register_torch_prior
+class TorchClassGaussian(TorchPrior):
+    """p(z | y) = N(m_y, A_y A_y^T), the twin of :class:`vae_from_scratch.priors.ClassGaussian`:
+    the same formulas through triangular solves, and the same closed-form :meth:`refit`."""
+
+    name = "class_gaussian"
+
+    @staticmethod
+    def _parts(params: dict, c: torch.Tensor | None) -> tuple:
+        """(y (N,), m_y (N, L), A_y (N, L, L) lower-triangular, log det C_y (N,))."""
+        if c is None:
+            raise ValueError("the class_gaussian prior needs the labels: p(z | y) is one "
+                             "Gaussian per class")
+        y = torch.argmax(c, dim=1)
+        a = torch.tril(params["prior.class_chol"])[y]
+        log_det = 2.0 * torch.log(torch.abs(torch.diagonal(a, dim1=1, dim2=2))).sum(dim=1)
+        return y, params["prior.class_means"][y], a, log_det
+
+    @staticmethod
+    def _whitened(a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """A^-1 delta, row by row: (N, L)."""
+        return torch.linalg.solve_triangular(a, delta[:, :, None], upper=False)[:, :, 0]
+
+    def log_prob(self, params: dict, z: torch.Tensor,
+                 c: torch.Tensor | None = None) -> torch.Tensor:
+        _, m, a, log_det = self._parts(params, c)
+        u = self._whitened(a, z - m)
+        return -0.5 * (z.shape[1] * tdist.LOG_2PI + log_det + torch.sum(u * u, dim=1))
+
+    def kl(self, params: dict, mu: torch.Tensor, log_var: torch.Tensor,
+           c: torch.Tensor | None = None) -> torch.Tensor:
+        _, m, a, log_det = self._parts(params, c)
+        u = self._whitened(a, mu - m)
+        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(a)
+        a_inv = torch.linalg.solve_triangular(a, eye, upper=False)
+        trace = torch.sum(torch.sum(a_inv * a_inv, dim=1) * torch.exp(log_var), dim=1)
+        return 0.5 * (trace + torch.sum(u * u, dim=1) - mu.shape[1] + log_det
+                      - torch.sum(log_var, dim=1))
+
+    def sample(self, params: dict, n: int, generator: torch.Generator, c: torch.Tensor | None,
+               device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        _, m, a, _ = self._parts(params, c)
+        eps = torch.randn((n, self.config.latent_dim), generator=generator, device=device,
+                          dtype=dtype)
+        return m + torch.einsum("nij,nj->ni", a, eps)
+
+    @torch.no_grad()
+    def refit(self, params: dict, mu: torch.Tensor, log_var: torch.Tensor,
+              c: torch.Tensor | None) -> None:
+        """The moment match of each class's aggregate posterior, in float64, copied into the
+        parameters in place (see the NumPy class)."""
+        if c is None:
+            raise ValueError("the class_gaussian prior needs the labels to be refitted")
+        mu, var = mu.to(torch.float64), torch.exp(log_var.to(torch.float64))
+        y = torch.argmax(c, dim=1)
+        for k in torch.unique(y).tolist():
+            rows = y == k
+            m = mu[rows].mean(dim=0)
+            centred = mu[rows] - m
+            cov = centred.T @ centred / rows.sum() + torch.diag(var[rows].mean(dim=0))
+            params["prior.class_means"][k] = m.to(params["prior.class_means"].dtype)
+            params["prior.class_chol"][k] = torch.linalg.cholesky(cov).to(
+                params["prior.class_chol"].dtype)
