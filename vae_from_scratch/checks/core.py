@@ -101,6 +101,7 @@ import inspect
 import json
 import pkgutil
 import re
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 from typing import Any
@@ -310,7 +311,7 @@ class Checker:
 
     def __call__(self, fn: Any) -> Any:
         result = self.run(fn)
-        print(result.message)
+        print(wrap_message(result.message))
         _RECORDED.append(result)
         return fn if result.status == PASSED else self.reference
 
@@ -806,6 +807,30 @@ def format_value(value: Any, small: int = SMALL) -> str:
         return "np.random.Generator"
     text = _scrub(repr(value))
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+#: Prose lines of a printed message are wrapped to this width, at spaces.
+WRAP_WIDTH = 80
+# A line that shows an array ("expected [[...", "  x = [0.1, ...", "         [2, 3]]"): its
+# layout is NumPy's, so it is left as it is.
+_ARRAY_LINE = re.compile(r"^\s*(?:(?:expected|got)\s+|[\w ]+ =\s)?\[")
+
+
+def wrap_message(message: str, width: int = WRAP_WIDTH) -> str:
+    """``message`` with each prose line longer than ``width`` broken at spaces, never inside
+    a word (a narrow notebook output area would otherwise break it anywhere, "ru ns.").
+    Continuation lines are indented two spaces deeper than their line; lines that show an
+    array keep NumPy's layout, and a word longer than ``width`` stays whole."""
+    out = []
+    for line in message.splitlines():
+        if len(line) <= width or _ARRAY_LINE.match(line):
+            out.append(line)
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        out += textwrap.wrap(line.strip(), width=width, initial_indent=indent,
+                             subsequent_indent=indent + "  ", break_long_words=False,
+                             break_on_hyphens=False)
+    return "\n".join(out)
 
 
 def _labelled(label: str, text: str, indent: int) -> list[str]:
