@@ -412,8 +412,9 @@ def _final_outputs(run, args, ds, y_test, backend, loop, metrics):
         mu, _ = vae.encode(ds.x_test, y_test)
         grid = plots.gaussian_quantile_grid(15)
         figures["latent_scatter"] = plots.latent_scatter(mu, ds.y_test, grid=grid)
-        if y_test is None:  # a conditional model's map depends on the label too
-            figures["latent_manifold"] = plots.latent_manifold(vae, n=15)
+        # A conditional model's map depends on the label too: one panel per label, each a
+        # coarser grid over the same square of z (the one the scatter marks).
+        figures["latent_manifold"] = plots.latent_manifold(vae, n=15 if y_test is None else 8)
     run.expect(*(f"{name}.png" for name in figures))
     plots.save_figures(figures, run.folder)
     run.write_json(runs.METRICS, metrics("finished", extra))
