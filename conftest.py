@@ -249,12 +249,9 @@ def _needs_torch(path: Path) -> bool:
 
 
 def _what_to_do() -> str:
-    from vae_from_scratch.lessons import backup_dir_for
-
-    return ("Your work is safe and was not run. To test the pristine lessons, work in your own "
-            "copy (`vae-course start` copies lessons/ into my-lessons/, never overwriting) and "
-            "restore these with `vae-course lessons build --force` (it keeps your versions in "
-            f"{backup_dir_for(ROOT / 'lessons').name}/).")
+    return ("Your work is safe and was not run. Carry on in your own copy: `vae-course start` "
+            "copies lessons/ into my-lessons/, your edited lessons as they are, and never "
+            "overwrites a file there; `pytest my-lessons/NAME.ipynb` then runs one of yours.")
 
 
 def _edited_reason(lesson: str) -> str:
