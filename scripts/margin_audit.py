@@ -234,6 +234,11 @@ def _short(values) -> str:
 NOISE_FACTOR = 10.0  # round-off against a tolerance: the tolerance at least this many times it
 
 
+def _orders_apart(values, bound) -> bool:
+    """Whether every value is NOISE_FACTOR times below ``bound`` or above it."""
+    return all(v * NOISE_FACTOR <= bound or v >= bound * NOISE_FACTOR for v in values)
+
+
 def judge(kind, param, signed, runs: dict[str, list[float]],
           noise: bool = False) -> tuple[float, float, str]:
     """(spread, distance, verdict) of one probe from its values in each configuration.
@@ -246,19 +251,20 @@ def judge(kind, param, signed, runs: dict[str, list[float]],
     spread = max(max(c) - min(c) for c in columns)
     if kind == "value":
         return spread, math.inf, "quoted"
+    # One computation's round-off: the spread of its most variable number stands for all
+    # of them (a number that happened not to move here is no safer than its neighbours).
     worst, verdict = math.inf, "ok"
     for column in columns:
-        dists = [distance(kind, param, v, signed) for v in column]
-        d = min(dists)
+        d = min(distance(kind, param, v, signed) for v in column)
         worst = min(worst, d)
-        col_spread = max(column) - min(column)
         if kind == "side" and len({v > param for v in column}) > 1:
             verdict = "CHANGES"
         elif d <= 0 and kind in ("below", "above"):
             verdict = "WRONG SIDE"
-        elif verdict == "ok" and (d < SAFETY * col_spread
-                                  or d < FLOOR * unit_of(kind, param, column[0])
-                                  or (noise and NOISE_FACTOR * max(column) > param)):
+        elif verdict == "ok" and ((spread > 0 and d < SAFETY * spread)
+                                  or (spread == 0
+                                      and d < FLOOR * unit_of(kind, param, column[0]))
+                                  or (noise and not _orders_apart(column, param))):
             verdict = "fragile"
     return spread, worst, verdict
 

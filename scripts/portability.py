@@ -16,7 +16,8 @@ notebooks (README, "Threads").
     python scripts/portability.py --out results.json    # and write the table as JSON
 
 Each configuration runs ``pytest lessons solutions`` (``pytest`` with ``--tests``) in a fresh
-process with its environment, and the script prints one line per configuration: the BLAS
+process with its environment (with as many pytest-xdist workers as the cores hold at its
+thread count), and the script prints one line per configuration: the BLAS
 kernel the libraries report, the threads, the items passed, failed and skipped, and the time.
 A kernel this CPU cannot run (SkylakeX without AVX-512) is reported and skipped, not failed.
 It exits 1 if any configuration failed.
@@ -129,7 +130,11 @@ _SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|des
 def run_pytest(config: Config, tests: bool, extra: list[str]) -> dict:
     """pytest over the notebooks (and the unit tests) under ``config``: counts and time."""
     paths = [] if tests else ["lessons", "solutions"]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *paths, *extra]
+    # As many workers as the cores hold at this thread count: two workers of two threads each
+    # on two cores would wait for each other (``extra`` may say otherwise: it comes last).
+    workers = max(1, (os.cpu_count() or 2) // config.threads)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers),
+           *paths, *extra]
     start = time.monotonic()
     proc = subprocess.run(cmd, env=config.environ(), cwd=ROOT, capture_output=True, text=True)
     seconds = time.monotonic() - start
