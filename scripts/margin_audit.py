@@ -330,7 +330,8 @@ def markdown(results: dict) -> str:
         "| --- | --- | --- | --- | ---: | ---: | --- | --- |",
     ]
     for row in rows_from(results):
-        decision = DECISIONS.get(row.notebook, {}).get(row.cell, "")
+        decision = DECISIONS.get(row.notebook, {}).get(row.cell) or (
+            "kept" if row.verdict in ("ok", "exact", "quoted") else "")
         lines.append(f"| {row.notebook[:2]} | `{row.cell}` | {row.what} | {row.values} | "
                      f"{_fmt(row.spread)} | {_fmt(row.distance)} | {row.verdict} | {decision} |")
     failed = [(nb, c, r["failed"]) for nb, per in results["notebooks"].items()

@@ -117,3 +117,8 @@ def test_a_configuration_sets_its_variables_and_clears_the_others():
 def test_the_native_configuration_runs_here():
     found = portability.probe(portability.BY_NAME["native-1"])
     assert "error" not in found and found["threads"] == [1]
+
+
+def test_every_decision_names_an_audited_cell():
+    for notebook, cells in probes.DECISIONS.items():
+        assert set(cells) <= set(probes.PROBES[notebook]), notebook
