@@ -329,9 +329,13 @@ def markdown(results: dict) -> str:
         "| verdict | decision |",
         "| --- | --- | --- | --- | ---: | ---: | --- | --- |",
     ]
+    said = set()
     for row in rows_from(results):
         decision = DECISIONS.get(row.notebook, {}).get(row.cell) or (
             "kept" if row.verdict in ("ok", "exact", "quoted") else "")
+        if (row.notebook, row.cell) in said and decision != "kept":
+            decision = "(as above)"  # a cell's decision, once
+        said.add((row.notebook, row.cell))
         lines.append(f"| {row.notebook[:2]} | `{row.cell}` | {row.what} | {row.values} | "
                      f"{_fmt(row.spread)} | {_fmt(row.distance)} | {row.verdict} | {decision} |")
     failed = [(nb, c, r["failed"]) for nb, per in results["notebooks"].items()
