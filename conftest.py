@@ -17,7 +17,7 @@
   "not done" (the stubs are in place and nothing else is broken), and the stub must name the
   exercise its check is for. Each notebook runs once; nothing is executed twice.
 * A learner's work. A notebook in ``lessons/`` that a learner edited (it is not what
-  ``vae-course lessons build`` wrote: ``vae_from_scratch.lessons.lesson_state``) would fail
+  ``vae-course lessons build`` wrote: ``vae_from_scratch.course.lessons.lesson_state``) would fail
   that release check, since its exercises are done. Its items are skipped, with a reason
   that says the work is safe and how to test the pristine lesson; nothing is written. In a
   clean clone (CI) no lesson is edited and nothing is skipped.
@@ -266,7 +266,7 @@ def _edited_lessons(notebooks) -> dict:
     lessons = [n for n in notebooks if Path(n.path).parent == ROOT / "lessons"]
     if not lessons:
         return {}
-    from vae_from_scratch.lessons import edited_lessons
+    from vae_from_scratch.course.lessons import edited_lessons
 
     edited = set(edited_lessons(ROOT / "solutions", ROOT / "lessons"))
     return {n: _edited_reason(f"lessons/{Path(n.path).name}") for n in lessons

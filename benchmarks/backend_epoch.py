@@ -26,8 +26,8 @@ import time
 
 def worker(side: str, repeats: int) -> dict:
     from vae_from_scratch import VAE
+    from vae_from_scratch.course.threads import limit_threads
     from vae_from_scratch.data import load_mnist
-    from vae_from_scratch.threads import limit_threads
     from vae_from_scratch.train import NumpyBackend, fit
 
     limit_threads()

@@ -26,14 +26,18 @@ Three measurements (seconds per epoch):
     ``--repeats`` timed epochs: the figure is the best (and the median) over all of a
     side's epochs, in wall-clock and in CPU seconds of the process. The NumPy process also
     records the memory of one epoch: the peak of what NumPy allocates during it
-    (``tracemalloc``, the conv layers' reusable scratch arrays included), the parameters
+    (``tracemalloc``, the conv layers' pooled arrays included), the parameters
     and Adam's state, and the process's peak resident size (VmHWM); the time of
     the parts of one training step, in CPU time (the whole ``NumpyBackend.step``,
     ``VAE.loss_and_grads``, Adam's update, the Bernoulli likelihood's forward and backward,
     and the checks on the hot path: the gradients' keys, shapes and finiteness, and the
     model's input checks); and, when NumPy is the slower, the cProfile of one epoch of steps.
     A third process per round (Linux) runs the NumPy side with glibc keeping the memory it
-    frees (:data:`GLIBC_KEEP_MEMORY`), to show what the kernel's fresh pages cost.
+    frees (:data:`GLIBC_KEEP_MEMORY`), to show what the kernel's fresh pages cost. With
+    ``--baseline DIR`` (another checkout, e.g. the commit before a change) a fourth runs
+    that checkout's NumPy side, so that before and after take turns in one run; the ratios
+    of each round's best epochs (NumPy / PyTorch, baseline / PyTorch, NumPy / baseline)
+    are printed too.
 (b) On ``--device``, a 60,000-example training set (the embedded digits repeated 15 times):
     ``TorchBackend``'s fast path (data on the device, on-device shuffling and noise, a host
     sync every ``RECOMMENDED_GUARD_EVERY`` steps) against the pattern of the common PyTorch
@@ -45,9 +49,10 @@ Three measurements (seconds per epoch):
 (c) With ``--compile``: the fast path with ``TorchBackend(compile=True)``, its first epoch
     (which includes compiling) and its steady epochs.
 
-Threads: ``--threads N`` (default 1, the course's default, ``vae_from_scratch.threads``)
-for NumPy's BLAS and for torch, on both sides alike; ``--threads 0`` leaves the libraries'
-defaults (one thread per core). On a machine shared with other jobs read the CPU seconds.
+Threads: ``--threads N`` (default 1, the course's default,
+``vae_from_scratch.course.threads``) for NumPy's BLAS and for torch, on both sides alike;
+``--threads 0`` leaves the libraries' defaults (one thread per core). On a machine shared
+with other jobs read the CPU seconds.
 
 See benchmarks/README.md for results.
 """
@@ -104,6 +109,13 @@ def parse_args(argv=None):
     parser.add_argument("--skip-numpy", action="store_true", help="leave out (a)")
     parser.add_argument("--skip-fast-path", action="store_true", help="leave out (b)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="(a): another checkout of this repository (e.g. the commit before a change, "
+        "from git worktree add): its NumPy side, timing only, takes turns with this one's",
+    )
     parser.add_argument("--worker", choices=("numpy", "torch"), default=None,
                         help=argparse.SUPPRESS)  # internal: time one side of (a), print JSON
     parser.add_argument("--timing-only", action="store_true",
@@ -116,6 +128,9 @@ def parse_args(argv=None):
             parser.error(f"--{name} must be at least 1")
     if args.worker and args.architecture not in ARCHITECTURES:
         parser.error("--worker needs --architecture mlp or conv")
+    if args.baseline is not None and not (args.baseline / "benchmarks" / "benchmark.py").is_file():
+        parser.error(f"--baseline {args.baseline}: expected a checkout of this repository "
+                     "(with benchmarks/benchmark.py)")
     return args
 
 
@@ -133,8 +148,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from vae_from_scratch.course.threads import limit_threads  # noqa: E402
 from vae_from_scratch.data import load_mnist  # noqa: E402
-from vae_from_scratch.threads import limit_threads  # noqa: E402
 
 MODELS = {
     "mlp": dict(input_dim=784, hidden_dims=(400,), latent_dim=20),
@@ -317,14 +332,14 @@ def epochs_timed(run_epoch, repeats):
 
 def numpy_epoch_memory(backend, conv, fit):
     """Memory of one NumPy training epoch, in bytes: the peak of NumPy's allocations during
-    it (tracemalloc; the conv layers' scratch arrays are dropped first, so that they count),
+    it (tracemalloc; the conv layers' pool of arrays is emptied first, so that they count),
     the parameters and Adam's three arrays per parameter (allocated before), and the
     process's peak resident set size (the interpreter, NumPy, the data, all of it)."""
     import gc
     import tracemalloc
 
     params = sum(p.nbytes for p in backend.vae.params.values())
-    conv._SCRATCH.arrays.clear()
+    conv._BUFFERS.arrays.clear()
     gc.collect()
     tracemalloc.start()
     fit(backend, epochs=1, progress=False)
@@ -365,9 +380,9 @@ def numpy_step_parts(backend, x_train):
     backend.start_epoch()
 
     def input_checks():
-        vae._check_x(x)
-        vae._check_latent(eps, len(x), "eps")
-        vae._check_y(None, len(x))
+        vae.check_x(x)
+        vae.check_latent(eps, len(x), "eps")
+        vae.check_y(None, len(x))
 
     return {
         "NumpyBackend.step": _median_us(lambda: backend.step(0)),
@@ -447,8 +462,11 @@ def torch_worker(args):
 GLIBC_KEEP_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
 
 
-def run_worker(side, architecture, args, repeats, env=None, timing_only=False):
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", side,
+def run_worker(side, architecture, args, repeats, env=None, timing_only=False, script=None):
+    """Run one side of (a) in a process of its own (``script``: another checkout's
+    benchmark.py, for --baseline) and return what it reports."""
+    script = os.path.abspath(__file__) if script is None else str(script)
+    cmd = [sys.executable, script, "--worker", side,
            "--architecture", architecture, "--threads", str(args.threads),
            "--repeats", str(repeats), "--seed", str(args.seed)]
     if args.quick:
@@ -464,8 +482,10 @@ def run_worker(side, architecture, args, repeats, env=None, timing_only=False):
 
 def bench_numpy_vs_torch(architecture, args, repeats, rounds):
     """(a) for one architecture: ``rounds`` processes per side, taking turns (NumPy,
-    torch and, on Linux, NumPy with :data:`GLIBC_KEEP_MEMORY`)."""
+    torch, on Linux NumPy with :data:`GLIBC_KEEP_MEMORY`, and the --baseline checkout's
+    NumPy)."""
     sides = ["numpy", "torch"] + (["numpy_glibc"] if sys.platform.startswith("linux") else [])
+    sides += ["numpy_baseline"] if args.baseline is not None else []
     runs = {side: [] for side in sides}
     loads = [load_average()]
     for _ in range(rounds):
@@ -473,6 +493,9 @@ def bench_numpy_vs_torch(architecture, args, repeats, rounds):
             if side == "numpy_glibc":
                 run = run_worker("numpy", architecture, args, repeats, env=GLIBC_KEEP_MEMORY,
                                  timing_only=True)
+            elif side == "numpy_baseline":
+                run = run_worker("numpy", architecture, args, repeats, timing_only=True,
+                                 script=args.baseline / "benchmarks" / "benchmark.py")
             else:
                 run = run_worker(side, architecture, args, repeats)
             runs[side].append(run)
@@ -497,6 +520,14 @@ def bench_numpy_vs_torch(architecture, args, repeats, rounds):
         "numpy_over_torch": numpy_s["best"] / torch_s["best"],
         "numpy_over_torch_cpu_time": numpy_s["cpu_best"] / torch_s["cpu_best"],
         "numpy_glibc_keep_memory_epoch_s": times.get("numpy_glibc"),
+        "numpy_baseline_epoch_s": times.get("numpy_baseline"),
+        "baseline": None if args.baseline is None else str(args.baseline),
+        "ratios_by_round": {
+            f"{a}/{b}": [min(ra["wall"]) / min(rb["wall"])
+                         for ra, rb in zip(runs[a], runs[b], strict=True)]
+            for a, b in (("numpy", "torch"), ("numpy_baseline", "torch"),
+                         ("numpy", "numpy_baseline")) if a in runs and b in runs
+        },
         "numpy_torch_imported": any(r["torch_imported"] for r in runs["numpy"]),
         "numpy_blas": runs["numpy"][-1]["blas"],
         "numpy_memory": memory,
@@ -523,6 +554,11 @@ def print_numpy_vs_torch(result, n_examples):
     glibc = result["numpy_glibc_keep_memory_epoch_s"]
     if glibc is not None:
         print(row_a("NumPy, glibc keeping freed memory (*)", glibc))
+    if result["numpy_baseline_epoch_s"] is not None:
+        print(row_a("NumPy, the --baseline checkout", result["numpy_baseline_epoch_s"]))
+    for pair, ratios in result["ratios_by_round"].items():
+        print(f"    {pair}, best wall of each round: "
+              f"{', '.join(f'{r:.2f}' for r in ratios)} (median {np.median(ratios):.2f})")
     ratio, cpu_ratio = result["numpy_over_torch"], result["numpy_over_torch_cpu_time"]
     verdict = "NumPy is slower" if ratio > 1 else "NumPy is no slower"
     print(f"    NumPy time / PyTorch time = {ratio:.2f} wall, {cpu_ratio:.2f} CPU  ({verdict})")
@@ -592,7 +628,7 @@ def dataloader_epoch_fn(architecture, x_train, device, seed):
         for (x,) in loader:
             x = x.to(device)
             eps = torch.randn(x.shape[0], model.latent_dim, device=device)
-            loss, _, _ = model._batch_loss(x, eps, 1.0)  # no input checks, as the fast path
+            loss, _, _ = model.batch_loss(x, eps, 1.0)  # no input checks, as the fast path
             opt.zero_grad()
             loss.backward()
             opt.step()

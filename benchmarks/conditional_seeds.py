@@ -35,11 +35,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from vae_from_scratch import VAE  # noqa: E402
+from vae_from_scratch.course.threads import limit_threads  # noqa: E402
 from vae_from_scratch.data import load_mnist  # noqa: E402
 from vae_from_scratch.evaluate import iwae_nll, negative_elbo  # noqa: E402
 from vae_from_scratch.networks import Layer, Network, dense_layers  # noqa: E402
 from vae_from_scratch.optim import Adam  # noqa: E402
-from vae_from_scratch.threads import limit_threads  # noqa: E402
 from vae_from_scratch.train import NumpyBackend, fit  # noqa: E402
 
 D = 784

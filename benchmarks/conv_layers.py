@@ -26,7 +26,7 @@ milliseconds: the median and the best of ``--repeats`` calls after ``--warmup`` 
 the median CPU time of the process (all its threads; on a busy machine the CPU time is the
 steadier figure, and with ``--threads 1`` it is what the wall time would be on an idle
 one). NumPy/torch is the ratio of the median wall times. The NumPy side also reports the
-peak memory NumPy allocates in one forward + backward of the stack, its scratch arrays
+peak memory NumPy allocates in one forward + backward of the stack, its pooled arrays
 included (tracemalloc, outside the timings).
 """
 
@@ -140,7 +140,7 @@ def run_numpy(args):
             dh, _, _ = layer.backward(dh, cache, need_dx=need_dx)
 
     results["stack"] = {"forward+backward": _time(stack, args.repeats, args.warmup)}
-    conv._SCRATCH.arrays.clear()  # so that the peak counts the scratch arrays too
+    conv._BUFFERS.arrays.clear()  # so that the peak counts the pooled arrays too
     tracemalloc.start()
     stack()
     peak = tracemalloc.get_traced_memory()[1]

@@ -48,9 +48,9 @@ def worker(args):
     from benchmark import max_rss_bytes
 
     from vae_from_scratch import conv
+    from vae_from_scratch.course.threads import limit_threads
     from vae_from_scratch.data import load_mnist
     from vae_from_scratch.evaluate import iwae_nll
-    from vae_from_scratch.threads import limit_threads
     from vae_from_scratch.vae import VAE
 
     limit_threads(args.threads)
@@ -62,7 +62,7 @@ def worker(args):
     value = iwae_nll(vae, x_test, k=args.k, batch_size=batch)
     wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     rss = max_rss_bytes()
-    conv._SCRATCH.arrays.clear()
+    conv._BUFFERS.arrays.clear()
     tracemalloc.start()
     iwae_nll(vae, x_test[: 2 * batch], k=args.k, batch_size=batch)
     peak = tracemalloc.get_traced_memory()[1]

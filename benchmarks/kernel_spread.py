@@ -48,7 +48,7 @@ def main() -> int:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "run"
-            subprocess.run([sys.executable, "-m", "vae_from_scratch.cli", "train", "--quiet",
+            subprocess.run([sys.executable, "-m", "vae_from_scratch.course.cli", "train", "--quiet",
                             "--out", str(out), *shlex.split(args.flags)], env=env, check=True,
                            capture_output=True, text=True)
             metrics = json.loads((out / "metrics.json").read_text())

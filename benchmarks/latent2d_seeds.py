@@ -21,6 +21,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 
 from vae_from_scratch import VAE, plots  # noqa: E402
+from vae_from_scratch.course.files import save_figures  # noqa: E402
 from vae_from_scratch.data import load_mnist  # noqa: E402
 from vae_from_scratch.train import NumpyBackend, fit  # noqa: E402
 
@@ -43,7 +44,7 @@ def main():
             m = mu[ds.y_test == k]
             print(f"  digit {k}: centre ({m[:, 0].mean():5.2f}, {m[:, 1].mean():5.2f}), "
                   f"spread ({m[:, 0].std():.2f}, {m[:, 1].std():.2f})")
-        plots.save_figures({f"scatter_seed{seed}": plots.latent_scatter(mu, ds.y_test),
+        save_figures({f"scatter_seed{seed}": plots.latent_scatter(mu, ds.y_test),
                             f"manifold_seed{seed}": plots.latent_manifold(vae, n=15)}, out)
     print(f"figures in {out}/")
 

@@ -66,7 +66,7 @@ def _env(threads: int) -> dict:
 
 def run_cli(threads: int, epochs: int, timeout: float) -> float:
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "vae_from_scratch.cli", "--threads", str(threads),
+        command = [sys.executable, "-m", "vae_from_scratch.course.cli", "--threads", str(threads),
                    "train", "--epochs", str(epochs), "--iwae-k", "0", "--quiet",
                    "--out", str(Path(out) / "run")]
         start = time.perf_counter()

@@ -57,10 +57,9 @@ class Target:
 
 
 _VAE_LOSS_CODE = (
-    "_encode", "_decode", "_obs_log_var", "_log_likelihood", "_log_likelihood_backward",
-    "_log_prior", "_forward", "elbo_terms", "loss", "_kl_per_dim_mean", "_terms",
-    "loss_and_grads", "_mean_from_out", "_check_y", "one_hot", "init_params", "param_shapes",
-    "_heads", "_extra_shapes",
+    "build_parts", "_extra_shapes", "init_params", "param_shapes", "one_hot", "check_y",
+    "kl_mode_for", "_forward", "_checked", "elbo_terms", "loss", "loss_and_grads", "_terms",
+    "decode_mean", "sample", "reconstruct",
 )
 #: The model's own test files for conditioning, free bits and the conv architecture: they
 #: run whole VAEs, so they exercise every module of the core.
@@ -94,6 +93,19 @@ TARGETS: tuple[Target, ...] = (
         "tests/test_gradcheck.py", "tests/test_vae_gradients.py",
         "tests/test_checks_lesson04.py", *_MODEL_TESTS, "tests/test_continuous_bernoulli.py",
         "tests/test_conv.py", "tests/test_networks.py",
+    )),
+    Target("vae_from_scratch/likelihoods.py", (
+        "tests/test_vae_gradients.py", "tests/test_vae.py", "tests/test_new_likelihood.py",
+        "tests/test_continuous_bernoulli.py", "tests/test_diagnostics.py", *_MODEL_TESTS,
+        _PARITY,
+    )),
+    Target("vae_from_scratch/priors.py", (
+        "tests/test_vae_gradients.py", "tests/test_vae.py", "tests/test_diagnostics.py",
+        "tests/test_evaluate.py", *_MODEL_TESTS, _PARITY,
+    )),
+    Target("vae_from_scratch/bottleneck.py", (
+        "tests/test_vae_gradients.py", "tests/test_vae.py", "tests/test_evaluate.py",
+        *_MODEL_TESTS, _PARITY,
     )),
     Target("vae_from_scratch/vae.py", (
         "tests/test_vae.py", "tests/test_vae_gradients.py", "tests/test_evaluate.py",

@@ -93,7 +93,7 @@ _PROBE = r"""
 import json
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
-from vae_from_scratch.threads import limit_threads
+from vae_from_scratch.course.threads import limit_threads
 limit_threads()
 a = np.random.default_rng(0).standard_normal((64, 64))
 float((a @ a).sum())                      # the kernel this configuration selects, exercised

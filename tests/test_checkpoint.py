@@ -1,4 +1,4 @@
-"""Tests for vae_from_scratch.checkpoint: safe, exact, atomic save and load."""
+"""Tests for vae_from_scratch.course.checkpoint: safe, exact, atomic save and load."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from vae_from_scratch import VAE
-from vae_from_scratch import checkpoint as ckpt
-from vae_from_scratch.checkpoint import (
+from vae_from_scratch.course import checkpoint as ckpt
+from vae_from_scratch.course.checkpoint import (
     CheckpointError,
     load_vae,
     read_checkpoint,

@@ -8,7 +8,7 @@ from collections import namedtuple
 import numpy as np
 import pytest
 
-from vae_from_scratch.checks import core
+from vae_from_scratch.checks import core, messages, values
 from vae_from_scratch.checks.core import NOT_DONE, PASSED, WRONG, Case, Checker
 
 # the check machinery every lesson's exercises go through
@@ -90,8 +90,8 @@ def test_printed_messages_wrap_at_spaces_never_inside_a_word(square_checker, cap
     out = capsys.readouterr().out
     recorded = "\n".join(r.message for r in core.recorded())
     assert out.split() == recorded.split()  # the same words in the same order, none cut
-    assert max(len(line) for line in out.splitlines()) <= core.WRAP_WIDTH
-    assert max(len(line) for line in recorded.splitlines()) > core.WRAP_WIDTH  # it had to
+    assert max(len(line) for line in out.splitlines()) <= messages.WRAP_WIDTH
+    assert max(len(line) for line in recorded.splitlines()) > messages.WRAP_WIDTH  # it had to
 
 
 def test_wrap_message_leaves_arrays_and_long_words_whole():
@@ -99,12 +99,12 @@ def test_wrap_message_leaves_arrays_and_long_words_whole():
     array = "    expected [[" + ", ".join(["0.123456"] * 10) + "],"
     row = "             [" + ", ".join(["0.123456"] * 10) + "]]"
     url = "    see " + "x" * 90
-    wrapped = core.wrap_message("\n".join([prose, array, row, url]), width=40).splitlines()
+    wrapped = messages.wrap_message("\n".join([prose, array, row, url]), width=40).splitlines()
     assert all(len(line) <= 40 for line in wrapped[:4])
     assert wrapped[0].startswith("    word") and wrapped[1].startswith("      word")
     assert array in wrapped and row in wrapped  # NumPy's layout, as it was
     assert wrapped[-2:] == ["    see", "      " + "x" * 90]  # too long for any line: whole
-    assert core.wrap_message("short\n  lines", width=40) == "short\n  lines"
+    assert messages.wrap_message("short\n  lines", width=40) == "short\n  lines"
 
 
 def test_wrong_shape_and_exceptions_are_wrong(square_checker):
@@ -274,7 +274,7 @@ class FakeTensor:
     ],
 )
 def test_compare_values_accepts(expected, got):
-    assert core.compare_values(expected, got) is None
+    assert values.compare_values(expected, got) is None
 
 
 @pytest.mark.parametrize(
@@ -296,26 +296,26 @@ def test_compare_values_accepts(expected, got):
     ],
 )
 def test_compare_values_rejects(expected, got, reason):
-    mismatch = core.compare_values(expected, got)
+    mismatch = values.compare_values(expected, got)
     assert mismatch is not None
     assert reason in mismatch.describe()
 
 
 def test_format_value_small_and_large():
-    assert core.format_value(np.array([[0.5, 1.0], [0.0, 0.25]])) == (
+    assert messages.format_value(np.array([[0.5, 1.0], [0.0, 0.25]])) == (
         "[[0.5 , 1.  ],\n [0.  , 0.25]]"
     )
-    assert core.format_value(np.zeros((10, 784), np.float32)) == (
+    assert messages.format_value(np.zeros((10, 784), np.float32)) == (
         "<array of shape (10, 784), float32>"
     )
-    assert core.format_value(np.float64(1) / 3) == "0.3333333"
-    assert core.format_value((1, [2.5, True], {"a": None})) == "(1, [2.5, True], {'a': None})"
-    assert core.format_value(np.random.default_rng(0)) == "np.random.Generator"
+    assert messages.format_value(np.float64(1) / 3) == "0.3333333"
+    assert messages.format_value((1, [2.5, True], {"a": None})) == "(1, [2.5, True], {'a': None})"
+    assert messages.format_value(np.random.default_rng(0)) == "np.random.Generator"
 
 
 def test_format_value_ignores_the_learners_print_options():
     with np.printoptions(precision=1, floatmode="fixed"):
-        assert core.format_value(np.array([0.123456])) == "[0.123456]"
+        assert messages.format_value(np.array([0.123456])) == "[0.123456]"
 
 
 # -- every lesson's checkers: reference passes, stub is "not done", a wrong answer is "wrong" --
@@ -323,7 +323,7 @@ def test_format_value_ignores_the_learners_print_options():
 
 def _perturb(value):
     """A deliberately wrong version of a result: every number changed, shapes kept."""
-    value = core._to_plain(value)
+    value = messages.to_plain(value)
     if isinstance(value, np.ndarray) or isinstance(value, (int, float, complex, np.number)):
         arr = np.asarray(value)
         if arr.dtype.kind == "b":

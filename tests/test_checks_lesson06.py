@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.parity import one_thread, torch  # noqa: F401
 from vae_from_scratch import VAE
 from vae_from_scratch.checks import core
 from vae_from_scratch.checks import lesson06 as check
 from vae_from_scratch.checks.core import PASSED, WRONG
 from vae_from_scratch.gradcheck import rel_error
 
-torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 pytestmark = [pytest.mark.lesson06, pytest.mark.torch]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vae_from_scratch.checks import core
+from vae_from_scratch.checks import core, values
 from vae_from_scratch.checks import lesson08 as check
 from vae_from_scratch.checks.core import PASSED, WRONG
 from vae_from_scratch.gradcheck import numerical_gradient, rel_error
@@ -374,4 +374,4 @@ def test_a_transposed_W_gives_wrong_values_where_it_cannot_fail_on_its_shape():
     args = next(a for a in _all_cases(check.conv2d_forward) if a[1].shape[0] == a[1].shape[1] > 1)
     got, expected = conv_forward_transposed_W(*args), check._conv2d_forward(*args)
     assert got.shape == expected.shape
-    assert core.compare_values(expected, got) is not None
+    assert values.compare_values(expected, got) is not None

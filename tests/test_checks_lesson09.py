@@ -41,7 +41,7 @@ def test_one_hot_reference_is_the_packages():
     np.testing.assert_array_equal(check._one_hot(y, 10), package_one_hot(y, 10, np.float64))
     np.testing.assert_array_equal(check._one_hot(y, 10), np.eye(10)[y])
     vae = VAE(6, (4,), 2, n_classes=10, dtype=np.float64)
-    np.testing.assert_array_equal(vae._check_y(y, len(y)), check._one_hot(y, 10))
+    np.testing.assert_array_equal(vae.check_y(y, len(y)), check._one_hot(y, 10))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

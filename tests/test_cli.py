@@ -1,4 +1,5 @@
-"""Tests for the ``vae-course`` command line (vae_from_scratch.cli): train and its outputs."""
+"""Tests for the ``vae-course`` command line (vae_from_scratch.course.cli): train and its
+outputs."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from vae_from_scratch import VAE, data  # noqa: E402
-from vae_from_scratch.checkpoint import load_vae, read_checkpoint  # noqa: E402
-from vae_from_scratch.cli import build_parser, main  # noqa: E402
+from vae_from_scratch.course.checkpoint import load_vae, read_checkpoint  # noqa: E402
+from vae_from_scratch.course.cli import build_parser, main  # noqa: E402
 from vae_from_scratch.evaluate import negative_elbo  # noqa: E402
 from vae_from_scratch.train import EVAL_SEED  # noqa: E402
 
@@ -264,21 +265,21 @@ def test_metrics_record_the_kl_estimator_used(tmp_path):
 
 
 def test_limit_uses_a_fixed_sample_of_every_digit(tmp_path):
-    from vae_from_scratch.train_command import _load_data
+    from vae_from_scratch.course.train_command import load_data
 
     args = build_parser().parse_args(["train", "--limit", "300"])
-    ds = _load_data(args)
+    ds = load_data(args)
     assert ds.x_train.shape == (300, 784) and ds.x_test.shape == (300, 784)
     assert set(ds.y_train) == set(range(10))
-    again = _load_data(build_parser().parse_args(["train", "--limit", "300", "--seed", "5"]))
+    again = load_data(build_parser().parse_args(["train", "--limit", "300", "--seed", "5"]))
     np.testing.assert_array_equal(again.x_train, ds.x_train)  # not tied to --seed
     with pytest.raises(ValueError, match="only 4000 training examples"):
-        _load_data(build_parser().parse_args(["train", "--limit", "5000"]))
+        load_data(build_parser().parse_args(["train", "--limit", "5000"]))
 
 
 def test_model_flags_map_onto_the_configuration():
-    from vae_from_scratch.cli import MODEL_FLAGS
-    from vae_from_scratch.vae import VAEConfig
+    from vae_from_scratch.config import VAEConfig
+    from vae_from_scratch.course.flags import MODEL_FLAGS
 
     # --conditional stands for n_classes, which comes from the data
     assert set(MODEL_FLAGS) - {"conditional"} <= set(VAEConfig.__dataclass_fields__)
@@ -291,13 +292,13 @@ def test_model_flags_map_onto_the_configuration():
 
 
 def test_saved_flags_read_back_as_the_same_values():
-    from vae_from_scratch.train_command import RUN_FLAGS, _run_argv
+    from vae_from_scratch.course.flags import RUN_FLAGS, run_argv
 
     argv = ["train", "--hidden-dims", "64,32", "--lr", "0.0003", "--beta", "0.1",
             "--obs-var", "learned", "--likelihood", "gaussian", "--binarize", "--seed",
             str(2**63 - 1), "--limit", "77", "--data-dir", "/tmp/x y"]
     args = build_parser().parse_args(argv)
-    again = build_parser().parse_args(["train", *_run_argv(args)])
+    again = build_parser().parse_args(["train", *run_argv(args)])
     for dest in RUN_FLAGS:
         assert getattr(again, dest) == getattr(args, dest), dest
 
@@ -368,12 +369,12 @@ def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path, capsys):
 
 
 def test_resume_notes_other_versions(capsys):
-    from vae_from_scratch.run import versions
-    from vae_from_scratch.train_command import _note_versions
+    from vae_from_scratch.course.run import versions
+    from vae_from_scratch.course.train_command import note_versions
 
-    _note_versions(versions(), versions())
+    note_versions(versions(), versions())
     assert capsys.readouterr().out == ""
-    _note_versions({**versions(), "numpy": "1.0"}, versions())
+    note_versions({**versions(), "numpy": "1.0"}, versions())
     out = capsys.readouterr().out
     assert out.startswith("note: this run started with numpy 1.0; it continues with numpy ")
 

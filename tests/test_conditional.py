@@ -123,21 +123,11 @@ def test_sample_reconstruct_and_evaluate_take_labels():
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 def test_conditional_parity_with_torch(name, dtype):
-    import torch
-
-    from vae_from_scratch.gradcheck import rel_error
-    from vae_from_scratch.torch_vae import TorchVAE
+    from tests.parity import TOL, assert_parity, torch
 
     vae, x, eps, y = _case(CASES[name], dtype=dtype)
-    tvae = TorchVAE.from_numpy(vae, device="cpu")
-    terms_np, grads_np = vae.loss_and_grads(x, eps, y)
-    terms = tvae.loss(torch.from_numpy(x), torch.from_numpy(eps), torch.from_numpy(y))
-    terms.loss.backward()
-    tol = 1e-10 if dtype == np.float64 else 1e-4
-    for field in ("loss", "recon", "kl"):
-        assert rel_error(getattr(terms_np, field), float(getattr(terms, field).detach())) < tol
-    for pname, p in tvae.params.items():
-        assert rel_error(grads_np[pname], p.grad.numpy()) < tol, pname
+    tvae = assert_parity(vae, x, eps, y)
+    tol = TOL[dtype]
     np.testing.assert_allclose(tvae.encode(x, y)[0].detach().numpy(), vae.encode(x, y)[0],
                                rtol=tol, atol=tol)
     with pytest.raises(ValueError, match="pass the labels"):

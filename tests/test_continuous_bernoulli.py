@@ -1,4 +1,5 @@
-"""Tests for the continuous Bernoulli likelihood (distributions.py, torch_vae.py).
+"""Tests for the continuous Bernoulli likelihood (distributions.py, likelihoods.py,
+torch_vae/distributions.py).
 
 References nobody here wrote: an arbitrary-precision evaluation (mpmath, from the
 definitions: A(l) = log((e^l - 1) / l) is the log of the integral of e^(lx) over [0, 1],
@@ -190,12 +191,12 @@ def test_taylor_series_coefficients_are_those_of_the_functions():
     """The first coefficients, as derived by hand in the docstrings (l^2/12 - 7 l^4/1440,
     l/6 - 7 l^3/360, 1/2 + l/12 - l^3/720), and the last kept term is below 2^-60 at
     |l| = T while the first dropped one is not needed (checked by the mpmath tests above)."""
-    np.testing.assert_allclose(dist._CB_LOG_NORM_SERIES[:2], [1 / 12, -7 / 1440], rtol=1e-15)
-    np.testing.assert_allclose(dist._CB_LOG_NORM_GRAD_SERIES[:2], [1 / 6, -7 / 360],
+    np.testing.assert_allclose(dist.CB_LOG_NORM_SERIES[:2], [1 / 12, -7 / 1440], rtol=1e-15)
+    np.testing.assert_allclose(dist.CB_LOG_NORM_GRAD_SERIES[:2], [1 / 6, -7 / 360],
                                rtol=1e-15)
-    np.testing.assert_allclose(dist._CB_MEAN_SERIES[:2], [1 / 12, -1 / 720], rtol=1e-15)
-    for series in (dist._CB_LOG_NORM_SERIES, dist._CB_LOG_NORM_GRAD_SERIES,
-                   dist._CB_MEAN_SERIES):
+    np.testing.assert_allclose(dist.CB_MEAN_SERIES[:2], [1 / 12, -1 / 720], rtol=1e-15)
+    for series in (dist.CB_LOG_NORM_SERIES, dist.CB_LOG_NORM_GRAD_SERIES,
+                   dist.CB_MEAN_SERIES):
         assert abs(series[-1]) >= 2.0**-60 and 8 <= len(series) <= 25
 
 
@@ -207,10 +208,10 @@ def test_each_series_is_its_formula_cut_at_the_first_term_below_2_to_the_minus_6
     below, the first dropped one is. So the Taylor branch is accurate to float64 up to its
     threshold, with no term to spare."""
     mpmath = pytest.importorskip("mpmath")
-    series = dist._cb_series(below)
+    series = dist.cb_series(below)
     if below == T:
-        assert series == (dist._CB_LOG_NORM_SERIES, dist._CB_LOG_NORM_GRAD_SERIES,
-                          dist._CB_MEAN_SERIES)
+        assert series == (dist.CB_LOG_NORM_SERIES, dist.CB_LOG_NORM_GRAD_SERIES,
+                          dist.CB_MEAN_SERIES)
     with mpmath.workdps(40):
         B, fac = mpmath.bernoulli, mpmath.factorial
         formulas = (  # coefficient n (n >= 1) and the power of l that it multiplies
@@ -445,11 +446,11 @@ def _torch_cases():
 def test_torch_functions_equal_numpy_and_their_autograd_the_hand_backward():
     import torch
 
-    from vae_from_scratch import torch_vae
+    from vae_from_scratch.torch_vae import distributions as tdist
 
     for x, logits, dout in _torch_cases():
         lt = torch.tensor(logits, requires_grad=True)
-        log_prob = torch_vae._continuous_bernoulli_log_prob(torch.tensor(x), lt)
+        log_prob = tdist.continuous_bernoulli_log_prob(torch.tensor(x), lt)
         (torch.tensor(dout) * log_prob).sum().backward()
         expected = dist.continuous_bernoulli_log_likelihood(x, logits)
         # absolute: near l = 0 the row sums are ~1e-5 after cancelling terms of size log 2
@@ -457,9 +458,9 @@ def test_torch_functions_equal_numpy_and_their_autograd_the_hand_backward():
                                    atol=1e-15 * np.sum(1 + np.abs(logits)))
         grad = dist.continuous_bernoulli_log_likelihood_backward(dout, x, logits)
         assert rel_error(lt.grad.numpy(), grad) < 1e-10
-        assert rel_error(torch_vae._cb_log_norm(lt).detach().numpy(),
+        assert rel_error(tdist.cb_log_norm(lt).detach().numpy(),
                          dist.cb_log_norm(logits)) < 1e-15
-        assert rel_error(torch_vae._continuous_bernoulli_mean(lt).detach().numpy(),
+        assert rel_error(tdist.continuous_bernoulli_mean(lt).detach().numpy(),
                          dist.continuous_bernoulli_mean(logits)) < 1e-15
 
 
@@ -470,13 +471,13 @@ def test_torch_gradients_are_finite_everywhere(dtype):
     d mean / dl = 1/12 at exactly 0."""
     import torch
 
-    from vae_from_scratch import torch_vae
+    from vae_from_scratch.torch_vae import distributions as tdist
 
     l = torch.tensor(_F32_LOGITS, dtype=getattr(torch, dtype), requires_grad=True)
     ref = _mp_refs(_F32_LOGITS)
     rtol = 1e-12 if dtype == "float64" else 1e-5
-    for f, name in ((torch_vae._cb_log_norm, "grad"),
-                    (torch_vae._continuous_bernoulli_mean, "dmean")):
+    for f, name in ((tdist.cb_log_norm, "grad"),
+                    (tdist.continuous_bernoulli_mean, "dmean")):
         (grad,) = torch.autograd.grad(f(l).sum(), l)
         assert bool(torch.isfinite(grad).all()), f.__name__
         assert float(grad[0]) == {"grad": 0.0, "dmean": pytest.approx(1 / 12)}[name]
@@ -484,7 +485,7 @@ def test_torch_gradients_are_finite_everywhere(dtype):
                                    err_msg=f.__name__)
     x = torch.rand(4, len(_F32_LOGITS), dtype=l.dtype, generator=torch.Generator().manual_seed(0))
     (grad,) = torch.autograd.grad(
-        torch_vae._continuous_bernoulli_log_prob(x, l.expand(4, -1)).sum(), l)
+        tdist.continuous_bernoulli_log_prob(x, l.expand(4, -1)).sum(), l)
     assert bool(torch.isfinite(grad).all())
 
 

@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
+from vae_from_scratch import conv
 from vae_from_scratch.conv import (
     Conv2d,
     ConvTranspose2d,
@@ -545,33 +546,361 @@ def test_reused_padding_buffers_leave_nothing_behind():
     np.testing.assert_array_equal(cols, expected.reshape(27, 14 * 14 * 2))
 
 
-def test_scratch_stays_within_its_budget(monkeypatch):
-    from vae_from_scratch import conv
-
-    scratch = conv._Scratch()
-    monkeypatch.setattr(conv._Scratch, "MAX_BYTES", 20_000)
+def test_the_pool_stays_within_its_budget(monkeypatch):
+    pool = conv._Buffers()
+    monkeypatch.setattr(conv._Buffers, "MAX_BYTES", 20_000)
     for n in range(1, 30):
-        a = scratch.get("cols", (n, 50), np.float32)
+        a = pool.get("cols", (n, 50), np.float32)
         assert a.shape == (n, 50) and a.dtype == np.float32
-        assert sum(v.nbytes for v in scratch.arrays.values()) <= 20_000
-    assert len(scratch.arrays) < 29  # the oldest were dropped
-    assert scratch.get("cols", (29, 50), np.float32) is a  # the most recent is kept
-    assert scratch.get("cols", (29, 50), np.float64) is not a
-    big = scratch.get("cols", (100, 100), np.float64)  # 80 kB: handed out, not kept
-    assert big.shape == (100, 100) and all(v is not big for v in scratch.arrays.values())
+        assert sum(v.nbytes for kept in pool.arrays.values() for v in kept) <= 20_000
+    assert len(pool.arrays) < 29  # the least recently used were forgotten
+    del a
+    a = pool.get("cols", (29, 50), np.float32)
+    assert pool.get("cols", (29, 50), np.float32) is not a  # a is held here: not handed out
+    ident = id(a)
+    del a
+    assert id(pool.get("cols", (29, 50), np.float32)) == ident  # now free: handed out again
+    assert pool.get("cols", (29, 50), np.float64).dtype == np.float64
+    big = pool.get("cols", (100, 100), np.float64)  # 80 kB: handed out, not kept
+    assert big.shape == (100, 100)
+    assert all(v is not big for kept in pool.arrays.values() for v in kept)
 
 
-def test_scratch_holds_at_most_256_mib_per_thread():
-    """The memory the scratch arrays may keep: 256 MiB in all, an array of exactly that size
-    included (it is reused), never more. (np.empty: no page of these arrays is touched.)"""
-    from vae_from_scratch import conv
-
+def test_the_pool_holds_at_most_256_mib_per_thread():
+    """The memory the pool may keep: 256 MiB in all, an array of exactly that size included
+    (it is reused), never more. (np.empty: no page of these arrays is touched.)"""
     cap = 256 * 2**20
-    scratch = conv._Scratch()
-    a = scratch.get("cols", (cap,), np.uint8)
-    assert scratch.get("cols", (cap,), np.uint8) is a  # kept and handed out again
-    b = scratch.get("pad", (1,), np.uint8)  # one byte over the cap: the older one goes
-    assert sum(v.nbytes for v in scratch.arrays.values()) <= cap
-    assert len(scratch.arrays) == 1 and next(iter(scratch.arrays.values())) is b
-    assert scratch.get("cols", (cap + 1,), np.uint8) is not scratch.get("cols", (cap + 1,),
-                                                                          np.uint8)
+    pool = conv._Buffers()
+    a_id = id(pool.get("cols", (cap,), np.uint8))
+    assert id(pool.get("cols", (cap,), np.uint8)) == a_id  # kept and handed out again
+    b = pool.get("pad", (1,), np.uint8)  # one byte over the cap: the older one goes
+    kept = [v for arrays in pool.arrays.values() for v in arrays]
+    assert sum(v.nbytes for v in kept) <= cap and len(kept) == 1 and kept[0] is b
+    first = pool.get("cols", (cap + 1,), np.uint8)
+    assert pool.get("cols", (cap + 1,), np.uint8) is not first
+    assert all(v.nbytes <= cap for arrays in pool.arrays.values() for v in arrays)
+
+
+# -- bit for bit the same as the layers as first written --------------------------------------
+#
+# The layers reuse their arrays and may split their copies between threads; neither may change
+# a single bit. The reference below is the plain arithmetic they started from: fresh arrays,
+# one thread, the same matrix products and the same order of every sum.
+
+
+def _pairs(stride, padding):
+    stride = stride if isinstance(stride, tuple) else (stride, stride)
+    return stride, padding if isinstance(padding, tuple) else (padding, padding)
+
+
+def _ref_im2col(x, kh, kw, stride, padding):
+    (sh, sw), (ph, pw) = _pairs(stride, padding)
+    n, c, h, w = x.shape
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    xp = np.zeros((c, h + 2 * ph, w + 2 * pw, n), x.dtype)
+    xp[:, ph : ph + h, pw : pw + w] = x.transpose(1, 2, 3, 0)
+    cols = np.empty((c, kh, kw, ho, wo, n), x.dtype)
+    for i, j in itertools.product(range(kh), range(kw)):
+        cols[:, i, j] = xp[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+    return cols.reshape(c * kh * kw, ho * wo * n)
+
+
+def _ref_col2im(cols, x_shape, kh, kw, stride, padding):
+    (sh, sw), (ph, pw) = _pairs(stride, padding)
+    n, c, h, w = x_shape
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    cols6 = cols.reshape(c, kh, kw, ho, wo, n)
+    xp = np.zeros((c, h + 2 * ph, w + 2 * pw, n), cols.dtype)
+    for i, j in itertools.product(range(kh), range(kw)):
+        xp[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += cols6[:, i, j]
+    return xp[:, ph : ph + h, pw : pw + w].transpose(3, 0, 1, 2)
+
+
+def _ref_conv(x, W, b, stride, padding, dout):
+    """out, dx, dW, db of Conv2d as first written."""
+    c_out, _, kh, kw = W.shape
+    cols = _ref_im2col(x, kh, kw, stride, padding)
+    W2 = W.reshape(c_out, -1)
+    out = W2 @ cols
+    out += b[:, None]
+    n = x.shape[0]
+    out = out.reshape(c_out, -1, dout.shape[3], n).transpose(3, 0, 1, 2)
+    dout2 = dout.transpose(1, 2, 3, 0).reshape(c_out, -1)
+    dx = _ref_col2im(W2.T @ dout2, x.shape, kh, kw, stride, padding)
+    return out, dx, (dout2 @ cols.T).reshape(W.shape), dout2.sum(axis=1)
+
+
+def _ref_conv_transpose(x, W, b, stride, padding, out_shape, dout):
+    """out, dx, dW, db of ConvTranspose2d as first written."""
+    n, c_in, h, w = x.shape
+    _, c_out, kh, kw = W.shape
+    x2 = x.transpose(1, 2, 3, 0).reshape(c_in, -1)
+    W2 = W.reshape(c_in, -1)
+    out = _ref_col2im(W2.T @ x2, out_shape, kh, kw, stride, padding)
+    out += b[None, :, None, None]
+    dcols = _ref_im2col(dout, kh, kw, stride, padding)
+    db = dout.transpose(1, 2, 3, 0).reshape(c_out, -1).sum(axis=1)
+    dx = (W2 @ dcols).reshape(c_in, h, w, n).transpose(3, 0, 1, 2)
+    return out, dx, (x2 @ dcols.T).reshape(W.shape), db
+
+
+def _layouts(a):
+    """a in plain NCHW order and as this module's outputs are laid out, (C, H, W, N)."""
+    return a, np.ascontiguousarray(a.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+
+
+def _assert_same_bits(ours, reference):
+    for got, want in zip(ours, reference, strict=True):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes()
+
+
+# (conv?, N, C_in, C_out, H, W, kernel, stride, padding, output_padding): the conv VAE's four
+# layers at batch 16, and other sizes, strides and paddings.
+VAE_LAYERS = [
+    (True, 16, 1, 32, 28, 28, (4, 4), 2, 1, 0),
+    (True, 16, 32, 64, 14, 14, (4, 4), 2, 1, 0),
+    (False, 16, 64, 32, 7, 7, (4, 4), 2, 1, 0),
+    (False, 16, 32, 1, 14, 14, (4, 4), 2, 1, 0),
+]
+BIT_CASES = [*VAE_LAYERS, *((True, *c, 0) for c in CONV_CASES[3:5]),
+             *((False, *c) for c in CONVT_CASES[3:5])]
+
+
+def _bit_case(case, dtype, seed):
+    is_conv, n, c_in, c_out, h, w, kernel, stride, padding, output_padding = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c_in, h, w)).astype(dtype)
+    W = (0.2 * rng.standard_normal(((c_out, c_in) if is_conv else (c_in, c_out)) + kernel))
+    W, b = W.astype(dtype), rng.standard_normal(c_out).astype(dtype)
+    if is_conv:
+        out, _ = Conv2d.forward(x, W, b, stride, padding)
+    else:
+        out, _ = ConvTranspose2d.forward(x, W, b, stride, padding, output_padding)
+    return x, W, b, rng.standard_normal(out.shape).astype(dtype)
+
+
+def _ours_and_reference(case, x, W, b, dout):
+    is_conv, *_, stride, padding, output_padding = case
+    if is_conv:
+        out, cache = Conv2d.forward(x, W, b, stride, padding)
+        ours = (out, *Conv2d.backward(dout, cache))
+        return ours, _ref_conv(x, W, b, stride, padding, dout)
+    out, cache = ConvTranspose2d.forward(x, W, b, stride, padding, output_padding)
+    ours = (out, *ConvTranspose2d.backward(dout, cache))
+    return ours, _ref_conv_transpose(x, W, b, stride, padding, out.shape, dout)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", BIT_CASES)
+def test_the_layers_give_the_bits_of_the_plain_arithmetic(case, dtype):
+    """Reused arrays (twice over, so that the second call gets the first one's) give the
+    very bits of fresh ones, for inputs and upstream gradients in either memory layout."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    x, W, b, dout = _bit_case(case, dtype, seed=20)
+    with threadpoolctl.threadpool_limits(1):
+        for _ in range(2):
+            for x_in, dout_in in itertools.product(_layouts(x), _layouts(dout)):
+                _assert_same_bits(*_ours_and_reference(case, x_in, W, b, dout_in))
+
+
+@pytest.mark.parametrize("case", BIT_CASES)
+def test_copies_split_between_threads_give_the_same_bits(case, monkeypatch):
+    """With the copies split between three threads (uneven batch slices, every call split),
+    every output and gradient is still bit for bit the plain arithmetic's."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(conv, "_threads", lambda: 3)
+    monkeypatch.setattr(conv, "_MIN_SPLIT_BYTES", 1)
+    x, W, b, dout = _bit_case(case, np.float32, seed=21)
+    with threadpoolctl.threadpool_limits(1):
+        for x_in, dout_in in itertools.product(_layouts(x), _layouts(dout)):
+            _assert_same_bits(*_ours_and_reference(case, x_in, W, b, dout_in))
+
+
+def test_the_bit_comparison_sees_a_reordered_sum():
+    """A forward that adds the bias inside the matrix product (a row of ones appended to the
+    columns) is equal to rounding, but not bit for bit: the comparison above would see it."""
+    case = VAE_LAYERS[1]
+    x, W, b, dout = _bit_case(case, np.float32, seed=22)
+    _, ref = _ours_and_reference(case, x, W, b, dout)
+    cols = _ref_im2col(x, 4, 4, 2, 1)
+    ones = np.ones((1, cols.shape[1]), np.float32)
+    folded = np.hstack([W.reshape(64, -1), b[:, None]]) @ np.vstack([cols, ones])
+    folded = folded.reshape(64, 7, 7, -1).transpose(3, 0, 1, 2)
+    np.testing.assert_allclose(folded, ref[0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(AssertionError):
+        _assert_same_bits((folded,), ref[:1])
+
+
+# -- reused arrays never alias what is still in use -------------------------------------------
+
+
+def _layer_calls(case, seed):
+    """forward() -> (out, cache) and backward(cache) -> grads for one of the BIT_CASES."""
+    is_conv, *_, stride, padding, output_padding = case
+    x, W, b, dout = _bit_case(case, np.float32, seed)
+    if is_conv:
+        return (lambda x=x: Conv2d.forward(x, W, b, stride, padding),
+                lambda cache: Conv2d.backward(dout, cache), x)
+    return (lambda x=x: ConvTranspose2d.forward(x, W, b, stride, padding, output_padding),
+            lambda cache: ConvTranspose2d.backward(dout, cache), x)
+
+
+def _copies(arrays):
+    return [np.array(a, copy=True) for a in arrays]
+
+
+@pytest.mark.parametrize("case", VAE_LAYERS)
+def test_a_cache_stays_valid_while_other_forwards_run(case):
+    """forward(x); forward of another batch, of a smaller batch (evaluation between training
+    steps) and of another model with the same shapes; then backward of the first: the first
+    output and gradients are those of the forward and backward run alone."""
+    forward, backward, x = _layer_calls(case, seed=30)
+    out, cache = forward()
+    alone = _copies((out, *backward(cache)))
+    out, cache = forward()
+    out_copy = out.copy()
+    other_forward, other_backward, other_x = _layer_calls(case, seed=31)  # another model
+    others = [forward(2 * x), forward(x[:3]), other_forward(), other_forward(other_x[:5])]
+    other_grads = other_backward(others[2][1])
+    np.testing.assert_array_equal(out, out_copy)  # not overwritten by the other forwards
+    grads = backward(cache)
+    for got, want in zip((out, *grads), alone, strict=True):
+        assert got.tobytes() == want.tobytes()
+    # and the other model's results are its own, though computed in between
+    again_out, again_cache = other_forward()
+    for got, want in zip((others[2][0], *other_grads),
+                         (again_out, *other_backward(again_cache)), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("case", VAE_LAYERS)
+def test_outputs_and_gradients_a_caller_keeps_are_never_overwritten(case):
+    forward, backward, x = _layer_calls(case, seed=32)
+    kept, copies = [], []
+    for k in range(4):
+        out, cache = forward(x * (k + 1))
+        results = (out, *backward(cache))
+        kept.append(results)
+        copies.append(_copies(results))
+    for results, saved in zip(kept, copies, strict=True):
+        for got, want in zip(results, saved, strict=True):
+            assert got.tobytes() == want.tobytes()
+    assert not np.array_equal(kept[0][0], kept[1][0])
+
+
+@pytest.mark.parametrize("case", VAE_LAYERS[1:3])
+def test_arrays_are_reused_once_nothing_refers_to_them(case):
+    """The tests above are not vacuous: an output dropped by its caller (with its cache)
+    comes back, the very array, as the next call's output; one still held does not."""
+    forward, backward, x = _layer_calls(case, seed=33)
+    out, cache = forward()
+    first = id(out.base)  # the pool keeps that array alive, so its id is its own
+    assert first in {id(a) for kept in conv._BUFFERS.arrays.values() for a in kept}
+    out2, cache2 = forward()
+    assert id(out2.base) != first  # out is held
+    del out, cache
+    out3, _ = forward()
+    assert id(out3.base) == first
+
+
+def test_conv_layers_allocate_nothing_after_a_warm_up_step():
+    """After one forward and backward of the conv VAE's four layers (batch 16), another
+    allocates less than 256 KiB at its peak, NumPy's small iterator buffers, where fresh
+    arrays would take some 10 MiB (tracemalloc sees NumPy's allocations)."""
+    import tracemalloc
+
+    calls = [_layer_calls(case, seed=34) for case in VAE_LAYERS]
+
+    def step():
+        caches = [forward()[1] for forward, _, _ in calls]
+        for (_, backward, _), cache in zip(calls, caches, strict=True):
+            backward(cache)
+
+    step()
+    tracemalloc.start()
+    try:
+        step()
+        snapshot = tracemalloc.take_snapshot()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 * 2**10, snapshot.statistics("lineno")[:5]
+
+
+def test_the_networks_caches_survive_an_evaluation_in_between():
+    """The conv VAE's encoder and decoder: forward a training batch, then evaluate two other
+    batches (one of another size), then backpropagate the training batch: its gradients are
+    those of the training batch alone."""
+    from vae_from_scratch.networks import build_networks
+    from vae_from_scratch.vae import VAEConfig, init_params
+
+    config = VAEConfig(input_dim=784, latent_dim=4, architecture="conv", channels=(4, 8))
+    encoder, decoder = build_networks(config)
+    params = {k: v.astype(np.float32) for k, v in
+              init_params(config, np.random.default_rng(0)).items()}
+    rng = np.random.default_rng(35)
+    x = rng.random((6, 784), dtype=np.float32)
+    z = rng.standard_normal((6, 4)).astype(np.float32)
+    d_out = rng.standard_normal((6, 784)).astype(np.float32)
+    d_h = rng.standard_normal((6, encoder.out_dim)).astype(np.float32)
+
+    def backprop(h_cache, out_cache):
+        grads = {}
+        decoder.backward(d_out, out_cache, grads)
+        encoder.backward(d_h, h_cache, grads, need_dx=False)
+        return grads
+
+    alone = backprop(encoder.forward(params, x)[1], decoder.forward(params, z)[1])
+    h, h_cache = encoder.forward(params, x)
+    out, out_cache = decoder.forward(params, z)
+    for n in (6, 3):  # evaluation batches
+        encoder.forward(params, rng.random((n, 784), dtype=np.float32))
+        decoder.forward(params, rng.standard_normal((n, 4)).astype(np.float32))
+    grads = backprop(h_cache, out_cache)
+    assert grads.keys() == alone.keys()
+    for name in grads:
+        assert grads[name].tobytes() == alone[name].tobytes(), name
+
+
+# -- the worker threads -----------------------------------------------------------------------
+
+
+def test_the_threads_follow_blas_setting():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    def blas_threads():
+        return max(i["num_threads"] for i in threadpoolctl.threadpool_info()
+                   if i["user_api"] == "blas")
+
+    with threadpoolctl.threadpool_limits(1):
+        assert conv._threads() == 1
+    with threadpoolctl.threadpool_limits(2):  # 2 where BLAS can have two, else 1
+        assert conv._threads() == blas_threads()
+
+
+def test_one_thread_starts_no_worker(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(conv, "_pool", None)
+    monkeypatch.setattr(conv, "_MIN_SPLIT_BYTES", 1)
+    with threadpoolctl.threadpool_limits(1):
+        forward, backward, _ = _layer_calls(VAE_LAYERS[1], seed=36)
+        backward(forward()[1])
+    assert conv._pool is None
+
+
+def test_work_is_split_between_at_most_the_set_number_of_threads(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(conv, "_threads", lambda: 2)
+    seen, covered = set(), []
+
+    def record(n):
+        seen.add(threading.get_ident())
+        covered.extend(range(n.start, n.stop))
+
+    conv._over_batch(record, 7, 2 * conv._MIN_SPLIT_BYTES)
+    assert len(seen) == 2 and threading.get_ident() in seen
+    assert sorted(covered) == list(range(7))
+    seen.clear()
+    conv._over_batch(record, 7, conv._MIN_SPLIT_BYTES)  # too little work to hand out
+    assert seen == {threading.get_ident()}

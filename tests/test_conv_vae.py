@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vae_from_scratch import VAE
-from vae_from_scratch.gradcheck import check_model_gradients, rel_error
+from vae_from_scratch.gradcheck import check_model_gradients
 
 pytestmark = pytest.mark.lesson08
 
@@ -111,7 +111,7 @@ def test_non_square_input_needs_an_image_shape():
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_checkpoints_keep_the_architecture(tmp_path, name):
-    from vae_from_scratch.checkpoint import load_vae, save_checkpoint
+    from vae_from_scratch.course.checkpoint import load_vae, save_checkpoint
 
     vae, x, eps, y = _case(name)
     loaded = load_vae(save_checkpoint(tmp_path / "m.safetensors", vae))
@@ -126,22 +126,10 @@ def test_checkpoints_keep_the_architecture(tmp_path, name):
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 def test_conv_vae_parity_with_torch_autograd(name, dtype):
-    import torch
-
-    from vae_from_scratch.torch_vae import TorchVAE
+    from tests.parity import assert_parity
 
     vae, x, eps, y = _case(name, dtype=dtype, n=5)
-    tvae = TorchVAE.from_numpy(vae, device="cpu")
-    terms_np, grads_np = vae.loss_and_grads(x, eps, y)
-    y_t = None if y is None else torch.from_numpy(y)
-    terms = tvae.loss(torch.from_numpy(x), torch.from_numpy(eps), y_t)
-    terms.loss.backward()
-    tol = 1e-10 if dtype == np.float64 else 1e-4
-    for field in ("loss", "recon", "kl"):
-        assert rel_error(getattr(terms_np, field), float(getattr(terms, field).detach())) < tol
-    for pname, p in tvae.params.items():
-        assert rel_error(grads_np[pname], p.grad.numpy()) < tol, pname
-    back = tvae.to_numpy()
+    back = assert_parity(vae, x, eps, y).to_numpy()
     for pname, value in vae.params.items():
         np.testing.assert_array_equal(back.params[pname], value)
 

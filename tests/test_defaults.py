@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from vae_from_scratch import VAE, train
-from vae_from_scratch.cli import build_parser
+from vae_from_scratch.config import VAEConfig
+from vae_from_scratch.course.cli import build_parser
 from vae_from_scratch.evaluate import iwae_nll, negative_elbo
 from vae_from_scratch.optim import SGD, Adam
-from vae_from_scratch.vae import VAEConfig
 
 pytestmark = [pytest.mark.lesson05, pytest.mark.lesson06]
 

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from vae_from_scratch import data
+from vae_from_scratch.course import download
 
 pytestmark = pytest.mark.lesson05
 
@@ -132,7 +133,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 def _download(dest, mirrors, files, **kwargs):
-    return data.download_mnist(dest, mirrors=mirrors, files=files, timeout=5.0, **kwargs)
+    return download.download_mnist(dest, mirrors=mirrors, files=files, timeout=5.0, **kwargs)
 
 
 def test_download_then_load(tmp_path, server, fake_files, hashes):
@@ -183,7 +184,7 @@ def test_http_error_falls_through(tmp_path, server, fake_files, hashes):
 def test_truncated_body_is_rejected(tmp_path, server, fake_files, hashes):
     # The server announces 100 bytes more than it sends, then closes the connection.
     short = server.mirror("short", fake_files, announce_extra=100)
-    with pytest.raises(data.DownloadError, match="truncated") as info:
+    with pytest.raises(download.DownloadError, match="truncated") as info:
         _download(tmp_path, (short,), hashes, progress=False)
     name = next(iter(hashes))
     size = len(fake_files[name])
@@ -203,7 +204,7 @@ def test_truncated_body_falls_through(tmp_path, server, fake_files, hashes):
 
 def test_cut_content_with_honest_length_fails_the_hash(tmp_path, server, fake_files, hashes):
     cut = server.mirror("cut", {name: body[: len(body) // 2] for name, body in fake_files.items()})
-    with pytest.raises(data.DownloadError, match="checksum mismatch"):
+    with pytest.raises(download.DownloadError, match="checksum mismatch"):
         _download(tmp_path, (cut,), hashes, progress=False)
     assert list(tmp_path.iterdir()) == []
 
@@ -214,7 +215,7 @@ def test_all_mirrors_bad_raises_listing_each(tmp_path, server, fake_files, hashe
     short = server.mirror("short", fake_files, announce_extra=7)
     missing = f"{server.base}/missing/"
     mirrors = (dead, bad, short, missing)
-    with pytest.raises(data.DownloadError) as info:
+    with pytest.raises(download.DownloadError) as info:
         _download(tmp_path, mirrors, hashes, progress=False)
     err = info.value
     assert isinstance(err, RuntimeError)
@@ -257,7 +258,7 @@ def test_failed_download_keeps_an_existing_file_untouched(tmp_path, server, fake
     name = "t10k-labels-idx1-ubyte.gz"
     (tmp_path / name).write_bytes(b"old bytes")
     bad = server.mirror("corrupt", _corrupt(fake_files))
-    with pytest.raises(data.DownloadError):
+    with pytest.raises(download.DownloadError):
         _download(tmp_path, (bad,), {name: hashes[name]}, progress=False)
     assert (tmp_path / name).read_bytes() == b"old bytes"
     assert _leftovers(tmp_path) == []
@@ -272,43 +273,43 @@ def test_mirror_without_trailing_slash(tmp_path, server, fake_files, hashes):
 def test_default_destination_honours_env(tmp_path, server, fake_files, hashes, monkeypatch):
     monkeypatch.setenv("VAE_COURSE_DATA", str(tmp_path))
     good = server.mirror("good", fake_files)
-    dest = data.download_mnist(mirrors=(good,), files=hashes, progress=False)
+    dest = download.download_mnist(mirrors=(good,), files=hashes, progress=False)
     assert dest == tmp_path / "mnist"
     assert data.load_mnist(source="mnist").x_test.shape == (4, 784)
 
 
 def test_no_mirrors_is_an_error(tmp_path, hashes):
     with pytest.raises(ValueError, match="mirror"):
-        data.download_mnist(tmp_path, mirrors=(), files=hashes)
+        download.download_mnist(tmp_path, mirrors=(), files=hashes)
 
 
 def test_pinned_mnist_constants_are_well_formed():
-    assert set(data.MNIST_FILES) == {
+    assert set(download.MNIST_FILES) == {
         "train-images-idx3-ubyte.gz",
         "train-labels-idx1-ubyte.gz",
         "t10k-images-idx3-ubyte.gz",
         "t10k-labels-idx1-ubyte.gz",
     }
-    for digest in data.MNIST_FILES.values():
+    for digest in download.MNIST_FILES.values():
         assert len(digest) == 64 and int(digest, 16) >= 0 and digest == digest.lower()
-    assert len(data.MNIST_MIRRORS) >= 2
-    assert all(m.startswith("https://") and m.endswith("/") for m in data.MNIST_MIRRORS)
+    assert len(download.MNIST_MIRRORS) >= 2
+    assert all(m.startswith("https://") and m.endswith("/") for m in download.MNIST_MIRRORS)
 
 
 # --- limits: a deadline, a size cap; files, leftovers and the command line ----------------
 
 
 def test_pinned_sizes_sit_beside_the_hashes():
-    assert set(data.MNIST_SIZES) == set(data.MNIST_FILES)
-    assert all(isinstance(n, int) and 4_000 < n < 20_000_000 for n in data.MNIST_SIZES.values())
+    assert set(download.MNIST_SIZES) == set(download.MNIST_FILES)
+    assert all(isinstance(n, int) and 4_000 < n < 20_000_000 for n in download.MNIST_SIZES.values())
 
 
 def test_a_trickling_mirror_is_stopped_by_the_deadline(tmp_path, server, fake_files, hashes):
     name = "train-images-idx3-ubyte.gz"
     body = fake_files[name] * 4  # about 10 kB at 100 bytes per 50 ms: 5 s in all
     server.httpd.routes[f"/slow/{name}"] = (body, len(body), 0.05)
-    with pytest.raises(data.DownloadError, match=r"deadline of 0.5 s") as info:
-        data.download_mnist(tmp_path, mirrors=(f"{server.base}/slow/",),
+    with pytest.raises(download.DownloadError, match=r"deadline of 0.5 s") as info:
+        download.download_mnist(tmp_path, mirrors=(f"{server.base}/slow/",),
                             files={name: hashes[name]}, timeout=5.0, deadline=0.5,
                             progress=False)
     # It gave up while the mirror was still sending: a client that read the whole body (and
@@ -326,7 +327,7 @@ def test_a_body_larger_than_the_pinned_size_is_cut_off(tmp_path, server, fake_fi
     huge = fake_files[name] + b"\0" * 10 * size
     server.httpd.routes[f"/huge/{name}"] = (huge, len(huge) if announce else None)
     good = server.mirror("good", fake_files)
-    with pytest.raises(data.DownloadError, match="too large") as info:
+    with pytest.raises(download.DownloadError, match="too large") as info:
         _download(tmp_path, (f"{server.base}/huge/",), {name: hashes[name]}, progress=False,
                   sizes={name: size})
     assert (f"announces {len(huge)} bytes" in str(info.value)) == announce
@@ -364,9 +365,9 @@ def test_dest_that_is_a_file_is_a_clear_error(tmp_path, hashes):
     target = tmp_path / "mnist"
     target.write_text("a file")
     with pytest.raises(ValueError, match="is a file, not a folder"):
-        data.download_mnist(target, mirrors=("http://127.0.0.1:9/",), files=hashes)
+        download.download_mnist(target, mirrors=("http://127.0.0.1:9/",), files=hashes)
     with pytest.raises(ValueError, match="cannot create the download folder"):
-        data.download_mnist(target / "sub", mirrors=("http://127.0.0.1:9/",), files=hashes)
+        download.download_mnist(target / "sub", mirrors=("http://127.0.0.1:9/",), files=hashes)
     assert target.read_text() == "a file"
 
 
@@ -375,22 +376,22 @@ def test_dest_that_is_a_file_is_a_clear_error(tmp_path, hashes):
 def test_bad_limits_are_refused(tmp_path, hashes, kwargs):
     kwargs = {"mirrors": ("http://127.0.0.1:9/",), **kwargs}
     with pytest.raises(ValueError):
-        data.download_mnist(tmp_path, files=hashes, **kwargs)
+        download.download_mnist(tmp_path, files=hashes, **kwargs)
 
 
 def _cli(*args):
     import subprocess
 
-    return subprocess.run([sys.executable, "-m", "vae_from_scratch.cli", *args],
+    return subprocess.run([sys.executable, "-m", "vae_from_scratch.course.cli", *args],
                           capture_output=True, text=True, timeout=60)
 
 
 def test_command_line_takes_mirrors_timeout_and_deadline(tmp_path, server, fake_files,
                                                          monkeypatch):
-    from vae_from_scratch import cli
+    from vae_from_scratch.course import cli
 
     calls = []
-    monkeypatch.setattr(data, "download_mnist",
+    monkeypatch.setattr(download, "download_mnist",
                         lambda **kw: calls.append(kw) or (kw["dest"] or tmp_path))
     bad = f"{server.base}/nothing/"
     good = server.mirror("good", fake_files)
@@ -400,7 +401,7 @@ def test_command_line_takes_mirrors_timeout_and_deadline(tmp_path, server, fake_
     assert calls == [dict(dest=tmp_path, mirrors=(bad, good), timeout=2.5, deadline=30.0)]
     calls.clear()
     assert cli.main(["download", "mnist"]) == 0
-    assert calls[0]["mirrors"] == data.MNIST_MIRRORS
+    assert calls[0]["mirrors"] == download.MNIST_MIRRORS
 
 
 def test_command_line_refuses_a_dest_that_is_a_file_in_one_line(tmp_path):

@@ -30,7 +30,7 @@ def _case(kl, free_bits=None, seed=0, dtype=np.float64, **kwargs):
         free_bits = float(low + high) / 2
         assert free_bits > 0.05 and high - low > 0.05
     cfg = {**vae.config.to_dict(), "free_bits": free_bits}
-    from vae_from_scratch.vae import VAEConfig
+    from vae_from_scratch.config import VAEConfig
 
     return VAE(config=VAEConfig.from_dict(cfg), params=vae.params), x, eps, per_dim
 
@@ -100,18 +100,7 @@ def test_free_bits_configuration_is_checked():
 @pytest.mark.parametrize("kl", ["analytic", "monte_carlo"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 def test_free_bits_parity_with_torch(kl, dtype):
-    import torch
-
-    from vae_from_scratch.gradcheck import rel_error
-    from vae_from_scratch.torch_vae import TorchVAE
+    from tests.parity import assert_parity
 
     vae, x, eps, _ = _case(kl, dtype=dtype)
-    tvae = TorchVAE.from_numpy(vae, device="cpu")
-    terms_np, grads_np = vae.loss_and_grads(x, eps, beta=0.7)
-    terms = tvae.loss(torch.from_numpy(x), torch.from_numpy(eps), beta=0.7)
-    terms.loss.backward()
-    tol = 1e-10 if dtype == np.float64 else 1e-4
-    for field in ("loss", "recon", "kl"):
-        assert rel_error(getattr(terms_np, field), float(getattr(terms, field).detach())) < tol
-    for name, p in tvae.params.items():
-        assert rel_error(grads_np[name], p.grad.numpy()) < tol, name
+    assert_parity(vae, x, eps, beta=0.7)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from vae_from_scratch import start as start_module
-from vae_from_scratch.cli import main
-from vae_from_scratch.lessons import (
+from vae_from_scratch.course import start as start_module
+from vae_from_scratch.course.cli import main
+from vae_from_scratch.course.lessons import (
     EDITED,
     MISSING,
     PRISTINE,
@@ -28,7 +28,7 @@ from vae_from_scratch.lessons import (
     lesson_state,
     stale_lessons,
 )
-from vae_from_scratch.start import course_root, open_command, start_course
+from vae_from_scratch.course.start import course_root, open_command, start_course
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTION = ROOT / "solutions" / "02_kl_divergence.ipynb"  # a quick one: three exercises
@@ -254,7 +254,7 @@ def _run(root: Path, command: list[str]) -> subprocess.CompletedProcess:
 
 def _course_command(text: str) -> list[str]:
     """A ``vae-course ...`` command line as this interpreter runs it."""
-    return [sys.executable, "-m", "vae_from_scratch.cli", *shlex.split(text)[1:]]
+    return [sys.executable, "-m", "vae_from_scratch.course.cli", *shlex.split(text)[1:]]
 
 
 @pytest.mark.slow

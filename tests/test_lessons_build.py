@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vae_from_scratch.lessons import (
+from vae_from_scratch.course.lessons import (
     EDITED,
     METADATA_KEY,
     LessonBuildError,

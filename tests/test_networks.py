@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vae_from_scratch.config import VAEConfig
 from vae_from_scratch.gradcheck import numerical_gradient, rel_error
 from vae_from_scratch.layers import ACTIVATIONS
 from vae_from_scratch.networks import (
@@ -16,7 +17,6 @@ from vae_from_scratch.networks import (
     conv_sizes,
     dense_layers,
 )
-from vae_from_scratch.vae import VAEConfig
 
 pytestmark = [pytest.mark.lesson04, pytest.mark.lesson08, pytest.mark.lesson09]
 

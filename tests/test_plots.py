@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from vae_from_scratch import VAE, plots  # noqa: E402
+from vae_from_scratch.course.files import save_figures  # noqa: E402
 from vae_from_scratch.train import History  # noqa: E402
 
 pytestmark = pytest.mark.lesson05
@@ -169,7 +170,7 @@ def test_save_figures_writes_pngs_and_closes_them(tmp_path):
     figures = {"curves": plots.loss_curves(_history()),
                "grid": plots.samples(np.random.default_rng(4).random((4, 784)))}
     numbers = [f.number for f in figures.values()]
-    paths = plots.save_figures(figures, tmp_path)
+    paths = save_figures(figures, tmp_path)
     assert paths == [tmp_path / "curves.png", tmp_path / "grid.png"]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -178,7 +179,7 @@ def test_save_figures_writes_pngs_and_closes_them(tmp_path):
 
 
 def test_save_figures_accepts_a_folder_given_as_a_string(tmp_path):
-    plots.save_figures({"grid": plots.samples(np.zeros((2, 784)))}, str(tmp_path))
+    save_figures({"grid": plots.samples(np.zeros((2, 784)))}, str(tmp_path))
     assert (tmp_path / "grid.png").is_file()
 
 
@@ -229,7 +230,7 @@ def test_latent_scatter_marks_the_decoded_grids_extent():
 
 def test_the_cli_shows_one_test_digit_of_each_class_and_the_grid_on_the_scatter(
         tmp_path, monkeypatch):
-    from vae_from_scratch import cli
+    from vae_from_scratch.course import cli
 
     shown = {}
     real_reconstructions, real_scatter = plots.reconstructions, plots.latent_scatter
@@ -271,7 +272,7 @@ def test_loss_curves_tick_whole_epochs_only():
 
 def test_a_saved_grid_of_samples_has_no_blank_strip(tmp_path):
     images = np.random.default_rng(0).random((50, 784))  # 5 rows of 10: wider than tall
-    (path,) = plots.save_figures({"samples": plots.samples(images)}, tmp_path)
+    (path,) = save_figures({"samples": plots.samples(images)}, tmp_path)
     png = matplotlib.image.imread(path)[..., :3]
     blank = np.all(png > 0.99, axis=(1, 2))  # rows of white pixels only
     bottom = len(blank) - np.flatnonzero(~blank)[-1] - 1
@@ -298,7 +299,7 @@ def test_a_conditional_models_manifold_has_one_panel_per_label():
 
 @pytest.mark.lesson09
 def test_the_cli_draws_a_conditional_latent_2_models_manifold_per_label(tmp_path, monkeypatch):
-    from vae_from_scratch import cli
+    from vae_from_scratch.course import cli
 
     drawn = {}
     real = plots.latent_manifold

@@ -5,7 +5,7 @@ epoch, nothing written); Ctrl-C
 (SIGINT) leaves a loadable checkpoint, a resumable state and metrics.json marked
 interrupted, and exits 130; ``--resume`` then ends bit for bit where an uninterrupted run
 ends; a folder holding a run is refused without ``--overwrite`` and replaced with it. The
-folder rules themselves (vae_from_scratch.run) are also tested in-process.
+folder rules themselves (vae_from_scratch.course.run) are also tested in-process.
 
 The runs are tiny (784-32-2, a fixed sample of the digits, one BLAS thread) so that each
 takes seconds. Run alone: ``pytest -n 0 tests/test_run.py -q -p no:cacheprovider``. No test
@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vae_from_scratch import run as runs
-from vae_from_scratch.checkpoint import load_vae, read_checkpoint, read_state
+from vae_from_scratch.course import run as runs
+from vae_from_scratch.course.checkpoint import load_vae, read_checkpoint, read_state
 
 pytestmark = pytest.mark.lesson05
 
@@ -44,7 +44,7 @@ ENV = {
     "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                    os.environ.get("PYTHONPATH", "")]),
 }
-COMMAND = [sys.executable, "-m", "vae_from_scratch.cli"]
+COMMAND = [sys.executable, "-m", "vae_from_scratch.course.cli"]
 HANG_GUARD = 600  # seconds: only a hung subprocess takes this long, however busy the machine
 
 
@@ -425,7 +425,7 @@ def test_ctrl_c_after_the_last_epoch_lets_the_final_outputs_finish(tmp_path, mon
     # Training is done once the IWAE estimate starts: a Ctrl-C there must neither throw the
     # estimate and figures away nor mark the finished run as interrupted.
     from vae_from_scratch import evaluate
-    from vae_from_scratch.cli import main
+    from vae_from_scratch.course.cli import main
 
     real = evaluate.iwae_nll
 

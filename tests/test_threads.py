@@ -11,8 +11,13 @@ import textwrap
 
 import pytest
 
-from vae_from_scratch import threads
-from vae_from_scratch.threads import DEFAULT_THREADS, ENV_VAR, limit_threads, threads_from_env
+from vae_from_scratch.course import threads
+from vae_from_scratch.course.threads import (
+    DEFAULT_THREADS,
+    ENV_VAR,
+    limit_threads,
+    threads_from_env,
+)
 
 # the thread setting every notebook's first cell and the CLI apply
 pytestmark = [pytest.mark.lesson00, pytest.mark.lesson05]
@@ -36,7 +41,7 @@ _BLAS = """
 import json, sys
 import numpy as np
 from threadpoolctl import threadpool_info
-from vae_from_scratch.threads import limit_threads
+from vae_from_scratch.course.threads import limit_threads
 n = limit_threads({arg})
 blas = sorted({{i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}})
 print(json.dumps({{"n": n, "blas": blas, "torch_imported": "torch" in sys.modules}}))
@@ -59,7 +64,7 @@ def test_zero_leaves_the_libraries_alone():
     import json, numpy as np
     from threadpoolctl import threadpool_info
     before = [i["num_threads"] for i in threadpool_info()]
-    from vae_from_scratch.threads import limit_threads
+    from vae_from_scratch.course.threads import limit_threads
     print(json.dumps({"n": limit_threads(0),
                       "same": before == [i["num_threads"] for i in threadpool_info()]}))
     """
@@ -73,7 +78,7 @@ def test_torch_gets_the_same_number(torch_first):
     code = f"""
     import json
     {"import torch" if torch_first else ""}
-    from vae_from_scratch.threads import limit_threads
+    from vae_from_scratch.course.threads import limit_threads
     limit_threads(1)
     import torch
     print(json.dumps({{"torch": torch.get_num_threads()}}))
@@ -104,7 +109,7 @@ def test_a_bad_argument_is_a_clear_error(n):
 )
 def test_the_cli_applies_its_threads_option_before_any_work(monkeypatch, tmp_path, argv,
                                                            expected):
-    from vae_from_scratch import cli
+    from vae_from_scratch.course import cli
 
     calls = []
     monkeypatch.setattr(threads, "limit_threads", lambda n=None: calls.append(n) or 1)
@@ -114,7 +119,7 @@ def test_the_cli_applies_its_threads_option_before_any_work(monkeypatch, tmp_pat
 
 
 def test_the_cli_refuses_a_bad_threads_option(capsys):
-    from vae_from_scratch import cli
+    from vae_from_scratch.course import cli
 
     with pytest.raises(SystemExit) as info:
         cli.main(["--threads", "-2", "lessons", "check"])

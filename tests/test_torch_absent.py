@@ -1,6 +1,7 @@
-"""The core works without PyTorch: only the torch mirror (and the comparison built on it)
-may import torch. Each check runs in a fresh interpreter, so nothing this test session has
-imported (torch included) can hide an import."""
+"""The core works without PyTorch: only the torch mirror (the subpackage
+``vae_from_scratch.torch_vae``) may import torch; every other module, the course's tooling
+included, imports without it. Each check runs in a fresh interpreter, so nothing this test
+session has imported (torch included) can hide an import."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 pytestmark = [pytest.mark.lesson00, pytest.mark.lesson06]
 
 ROOT = Path(__file__).resolve().parents[1]
-TORCH_MODULES = ("vae_from_scratch.torch_vae", "vae_from_scratch.compare")
+TORCH_PACKAGE = "vae_from_scratch.torch_vae"
 
 SCRIPT = textwrap.dedent(
     """
@@ -27,13 +28,20 @@ SCRIPT = textwrap.dedent(
     import vae_from_scratch
     from vae_from_scratch import VAE
 
-    names = [m.name for m in pkgutil.walk_packages(vae_from_scratch.__path__,
-                                                   "vae_from_scratch.")
-             if m.name not in {torch_modules!r}]
-    for name in names:
-        importlib.import_module(name)
+    # every module but the torch package's (pkgutil.walk_packages would import that
+    # package to look inside it)
+    names, todo = [], [vae_from_scratch]
+    while todo:
+        package = todo.pop()
+        for m in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+            if m.name == {torch_package!r}:
+                continue
+            names.append(m.name)
+            module = importlib.import_module(m.name)
+            if m.ispkg:
+                todo.append(module)
 
-    from vae_from_scratch.checkpoint import load_vae, save_checkpoint
+    from vae_from_scratch.course.checkpoint import load_vae, save_checkpoint
     from vae_from_scratch.train import NumpyBackend, fit
 
     rng = np.random.default_rng(0)
@@ -67,19 +75,20 @@ def _run(script):
 
 
 def test_core_modules_never_import_torch():
-    report = _run(SCRIPT.format(prelude="", torch_modules=TORCH_MODULES))
+    report = _run(SCRIPT.format(prelude="", torch_package=TORCH_PACKAGE))
     assert report["torch_modules"] == []
     assert report["torch_entry"] == "'absent'"
     names = set(report["modules"])
-    for core in ("layers", "distributions", "vae", "gradcheck", "optim", "evaluate", "train",
-                 "checkpoint", "cli", "plots", "data"):
+    for core in ("layers", "distributions", "likelihoods", "priors", "bottleneck", "config",
+                 "vae", "gradcheck", "optim", "evaluate", "train", "plots", "data",
+                 "course.checkpoint", "course.cli", "course.compare", "course.train_command"):
         assert f"vae_from_scratch.{core}" in names, core
-    assert not names & set(TORCH_MODULES)
+    assert not any(name.startswith(TORCH_PACKAGE) for name in names)
 
 
 def test_numpy_path_works_when_torch_cannot_be_imported():
     prelude = 'sys.modules["torch"] = None  # any "import torch" now raises ImportError'
-    report = _run(SCRIPT.format(prelude=prelude, torch_modules=TORCH_MODULES))
+    report = _run(SCRIPT.format(prelude=prelude, torch_package=TORCH_PACKAGE))
     assert report["torch_entry"] == "None"
     assert report["torch_modules"] == ["torch"]  # only the blocker itself
     assert "vae_from_scratch.vae" in report["modules"]
@@ -91,7 +100,7 @@ def test_without_torch_the_torch_commands_fail_with_an_install_hint(tmp_path):
         f"""
         import contextlib, io, sys
         sys.modules["torch"] = None
-        from vae_from_scratch.cli import main
+        from vae_from_scratch.course.cli import main
         out = []
         for argv in (["compare"],
                      ["train", "--backend", "torch", "--epochs", "0", "--out", {str(unused)!r}]):

@@ -12,9 +12,14 @@ import os
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-
-from vae_from_scratch.checkpoint import load_vae, read_state, save_state  # noqa: E402
+from tests.parity import one_thread, torch  # noqa: F401
+from vae_from_scratch.course.checkpoint import (  # noqa: E402
+    load_torch_vae,
+    load_vae,
+    read_state,
+    save_checkpoint,
+    save_state,
+)
 from vae_from_scratch.data import load_mnist  # noqa: E402
 from vae_from_scratch.evaluate import negative_elbo  # noqa: E402
 from vae_from_scratch.torch_vae import (  # noqa: E402
@@ -23,23 +28,12 @@ from vae_from_scratch.torch_vae import (  # noqa: E402
     TorchVAE,
     available_devices,
     default_device,
-    load,
     resolve_device,
-    save,
 )
 from vae_from_scratch.train import EVAL_SEED, LoopState, TrainingDiverged, fit  # noqa: E402
 from vae_from_scratch.vae import VAE  # noqa: E402
 
 pytestmark = [pytest.mark.lesson06, pytest.mark.torch]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models: one thread is fastest and keeps a busy machine from stalling."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -127,10 +121,10 @@ def test_trained_model_round_trips_through_a_checkpoint(digits, tmp_path):
     vae = backend.to_vae()
     for name, p in model.params.items():
         assert np.array_equal(vae.params[name], p.detach().numpy())
-    save(tmp_path / "torch.safetensors", model, {"epoch": 1})
+    save_checkpoint(tmp_path / "torch.safetensors", model, {"epoch": 1})
     from_numpy = load_vae(tmp_path / "torch.safetensors")
     assert negative_elbo(from_numpy, x_test, seed=1) == negative_elbo(vae, x_test, seed=1)
-    again = load(tmp_path / "torch.safetensors", device="cpu")
+    again = load_torch_vae(tmp_path / "torch.safetensors", device="cpu")
     assert all(torch.equal(again.params[k], p) for k, p in model.params.items())
 
 
@@ -244,11 +238,11 @@ def test_cuda_without_a_gpu_is_a_value_error_everywhere(digits, tmp_path):
         resolve_device("cuda")
     with pytest.raises(ValueError, match="this machine has: cpu"):
         TorchBackend(small_vae(), digits[0], device="cuda")
-    path = save(tmp_path / "m.safetensors", small_vae())
+    path = save_checkpoint(tmp_path / "m.safetensors", small_vae())
     with pytest.raises(ValueError, match="this machine has: cpu"):
-        load(path, device="cuda")
+        load_torch_vae(path, device="cuda")
     with pytest.raises(ValueError, match="this machine has: cpu"):
-        load(tmp_path / "no-such-file", device="cuda")  # the device is checked first
+        load_torch_vae(tmp_path / "no-such-file", device="cuda")  # the device is checked first
 
 
 def test_resolve_device_passes_what_is_there():

@@ -12,37 +12,26 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-
-from vae_from_scratch.checkpoint import load_vae, save_checkpoint  # noqa: E402
+from tests.parity import assert_parity, one_thread, torch  # noqa: F401
+from vae_from_scratch.course.checkpoint import (  # noqa: E402
+    load_torch_vae,
+    load_vae,
+    save_checkpoint,
+)
 from vae_from_scratch.evaluate import negative_elbo  # noqa: E402
 from vae_from_scratch.gradcheck import rel_error  # noqa: E402
 from vae_from_scratch.optim import Adam  # noqa: E402
 from vae_from_scratch.torch_vae import (  # noqa: E402
     TorchLossTerms,
     TorchVAE,
-    _adam,
     default_device,
-    load,
-    save,
+    torch_adam,
 )
 from vae_from_scratch.torch_vae import negative_elbo as torch_negative_elbo  # noqa: E402
 from vae_from_scratch.vae import VAE  # noqa: E402
 
 pytestmark = [pytest.mark.lesson06, pytest.mark.torch]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is fastest, and on a busy machine torch's
-    multi-threaded kernels can spend far longer waiting for each other than computing."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-TOL = {np.float64: 1e-10, np.float32: 1e-4}
 
 # (id, VAE keyword arguments): every option the NumPy gradient checks cover.
 CONFIGS = [
@@ -127,33 +116,13 @@ def make_case(kwargs, dtype, n=9, seed=0):
     return vae, x, eps
 
 
-def torch_loss_and_grads(tvae, x, eps, beta=None):
-    tvae.zero_grad(set_to_none=True)
-    terms = tvae.loss(torch.from_numpy(x), torch.from_numpy(eps), beta=beta)
-    terms.loss.backward()
-    grads = {name: p.grad.detach().cpu().numpy() for name, p in tvae.params.items()}
-    return terms, grads
-
-
-def assert_parity(vae, tvae, x, eps, tol, beta=None):
-    terms_np, grads_np = vae.loss_and_grads(x, eps, beta=beta)
-    terms_t, grads_t = torch_loss_and_grads(tvae, x, eps, beta=beta)
-    for field in ("loss", "recon", "kl"):
-        a, b = getattr(terms_np, field), float(getattr(terms_t, field).detach())
-        assert rel_error(a, b) < tol, f"{field}: numpy {a!r} vs torch {b!r}"
-    assert set(grads_t) == set(grads_np)
-    errors = {name: rel_error(grads_np[name], grads_t[name]) for name in grads_np}
-    worst = max(errors, key=errors.get)
-    assert errors[worst] < tol, f"gradient of {worst}: relative error {errors[worst]:.3g}"
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("kwargs", [c[1] for c in CONFIGS], ids=[c[0] for c in CONFIGS])
 def test_loss_and_every_gradient_match_numpy(kwargs, dtype):
     vae, x, eps = make_case(kwargs, dtype)
     tvae = TorchVAE.from_numpy(vae, device="cpu")
     assert tvae.dtype == {np.float64: torch.float64, np.float32: torch.float32}[dtype]
-    assert_parity(vae, tvae, x, eps, TOL[dtype])
+    assert_parity(vae, x, eps, tvae=tvae)
 
 
 def test_continuous_bernoulli_parity_near_zero_logits():
@@ -163,13 +132,13 @@ def test_continuous_bernoulli_parity_near_zero_logits():
     vae.params["dec.out.b"] = 1e-5 * rng.standard_normal(12)
     x, eps = rng.random((9, 12)), rng.standard_normal((9, 2))
     assert np.abs(vae.decode(vae.encode(x)[0])).max() < 1e-4
-    assert_parity(vae, TorchVAE.from_numpy(vae, device="cpu"), x, eps, 1e-10)
+    assert_parity(vae, x, eps, tol=1e-10)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 def test_beta_override_matches_numpy(dtype):
     vae, x, eps = make_case(dict(hidden_dims=(7, 5), prior="mixture", n_components=3), dtype)
-    assert_parity(vae, TorchVAE.from_numpy(vae, device="cpu"), x, eps, TOL[dtype], beta=0.3)
+    assert_parity(vae, x, eps, beta=0.3)
 
 
 @pytest.mark.parametrize(
@@ -223,7 +192,7 @@ def test_two_hundred_adam_steps_match_numpy_adam(fused):
     initial = vae.params["enc.0.W"].copy()
     opt_np = Adam(vae.params, lr=1e-2)
     if fused:
-        opt_t = _adam(list(tvae.parameters()), lr=1e-2)
+        opt_t = torch_adam(list(tvae.parameters()), 1e-2)
     else:
         opt_t = torch.optim.Adam(tvae.parameters(), lr=1e-2)
     rng = np.random.default_rng(0)
@@ -309,12 +278,12 @@ def test_checkpoints_cross_between_backends(tmp_path, dtype):
     vae, _, _ = make_case(ALL_PARAMS, dtype)
     # NumPy writes, torch reads
     save_checkpoint(tmp_path / "np.safetensors", vae, {"epoch": 3})
-    tvae = load(tmp_path / "np.safetensors", device="cpu")
+    tvae = load_torch_vae(tmp_path / "np.safetensors", device="cpu")
     assert_same_model(vae, tvae.to_numpy())
     # torch writes, NumPy reads
     with torch.no_grad():
         tvae.params["dec.log_var"].add_(0.125)
-    save(tmp_path / "torch.safetensors", tvae, {"epoch": 4})
+    save_checkpoint(tmp_path / "torch.safetensors", tvae, {"epoch": 4})
     back = load_vae(tmp_path / "torch.safetensors")
     assert_same_model(tvae.to_numpy(), back)
     assert back.params["dec.log_var"][0] == vae.params["dec.log_var"][0] + dtype(0.125)
@@ -390,7 +359,7 @@ def test_parity_on_cuda_in_float64(kwargs):
 
 @pytest.mark.slow  # times a training epoch of each backend on the embedded data
 def test_run_compare_reports_agreement():
-    from vae_from_scratch.compare import run_compare
+    from vae_from_scratch.course.compare import run_compare
 
     lines = []
     result = run_compare(seed=1, steps=30, device="cpu", print_fn=lines.append)
@@ -409,7 +378,7 @@ def test_run_compare_reports_agreement():
 @pytest.mark.lesson08
 @pytest.mark.lesson09
 def test_compare_takes_the_conv_conditional_and_continuous_bernoulli_models(capsys):
-    from vae_from_scratch.cli import main
+    from vae_from_scratch.course.cli import main
 
     code = main(["compare", "--device", "cpu", "--steps", "3", "--architecture", "conv",
                  "--channels", "4,8", "--likelihood", "continuous_bernoulli", "--conditional"])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vae_from_scratch import VAE, data
-from vae_from_scratch.checkpoint import read_state, save_state
+from vae_from_scratch.course.checkpoint import read_state, save_state
 from vae_from_scratch.evaluate import negative_elbo
 from vae_from_scratch.train import (
     EVAL_SEED,
@@ -274,7 +274,7 @@ def test_backend_refuses_a_binarize_that_is_not_a_bool(mnist, binarize):
 def test_numpy_integers_and_bools_are_fine(mnist):
     backend = NumpyBackend(VAE(784, (16,), 2), mnist[0], kl_warmup=np.int64(5),
                            binarize=np.bool_(True))
-    assert backend.kl_warmup == 5 and backend.binarize is True
+    assert backend.options.kl_warmup == 5 and backend.options.binarize is True
 
 
 @pytest.mark.parametrize("x_test, message", [

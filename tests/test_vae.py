@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from vae_from_scratch import VAE, LossTerms
-from vae_from_scratch.vae import VAEConfig, check_params, param_shapes
+from vae_from_scratch.config import VAEConfig
+from vae_from_scratch.vae import check_params, param_shapes
 
 pytestmark = [pytest.mark.lesson04, pytest.mark.lesson05, pytest.mark.lesson07]
 

@@ -24,6 +24,9 @@ output have no activation.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 
 from vae_from_scratch import distributions as dist
@@ -59,8 +62,9 @@ class Autoencoder:
         x_hat = ae.decode(z)                    # (N, 784), pixel probabilities
     """
 
-    def __init__(self, input_dim=784, hidden_dims=(256,), latent_dim=2, *, activation="relu",
-                 output="bernoulli", seed=0, dtype=np.float32, params=None):
+    def __init__(self, input_dim: int = 784, hidden_dims: Sequence[int] = (256,),
+                 latent_dim: int = 2, *, activation: str = "relu", output: str = "bernoulli",
+                 seed: int = 0, dtype: Any = np.float32, params: dict | None = None) -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of "
                              f"{', '.join(ACTIVATIONS)}")
@@ -104,7 +108,7 @@ class Autoencoder:
                                      f"got {np.shape(params[name])}")
         self.params = params
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """dict name -> shape, in initialisation order (W before b for each layer)."""
         return {**self.encoder.param_shapes(), **self.decoder.param_shapes()}
 
@@ -122,21 +126,21 @@ class Autoencoder:
             raise ValueError(f"{name} must have shape (N, {width}), got {a.shape}")
         return a.astype(self.dtype, copy=False)
 
-    def encode(self, x):
+    def encode(self, x: Any) -> np.ndarray:
         """x (N, D) -> the codes z (N, K)."""
         return self._encode(self._as_batch(x, self.input_dim, "x"))[0]
 
-    def decode(self, z):
+    def decode(self, z: Any) -> np.ndarray:
         """z (N, K) -> reconstructions (N, D): the output itself for ``output="linear"``,
         pixel probabilities sigmoid(logits) for ``output="bernoulli"``."""
         out = self._decode(self._as_batch(z, self.latent_dim, "z"))[0]
         return sigmoid(out) if self.output == "bernoulli" else out
 
-    def reconstruct(self, x):
+    def reconstruct(self, x: Any) -> np.ndarray:
         """x (N, D) -> decode(encode(x)), (N, D)."""
         return self.decode(self.encode(x))
 
-    def per_example_loss(self, x):
+    def per_example_loss(self, x: Any) -> np.ndarray:
         """x (N, D) -> (N,): each example's loss, summed over pixels."""
         x = self._as_batch(x, self.input_dim, "x")
         out = self._decode(self._encode(x)[0])[0]
@@ -148,13 +152,13 @@ class Autoencoder:
         diff = out - x
         return np.sum(diff * diff, axis=1)
 
-    def loss(self, x):
+    def loss(self, x: Any) -> float:
         """The batch mean of :meth:`per_example_loss`, a float."""
         return float(np.mean(self.per_example_loss(x)))
 
     # --- backward ------------------------------------------------------------------------------
 
-    def loss_and_grads(self, x):
+    def loss_and_grads(self, x: Any) -> tuple[float, dict[str, np.ndarray]]:
         """(loss, grads): the batch-mean loss (float) and dloss/dparams (same keys, shapes).
 
         Squared error: loss = (1/N) sum_n sum_j (out_nj - x_nj)^2, so dloss/dout =
@@ -182,7 +186,7 @@ class Autoencoder:
                 f"output={self.output!r}, dtype={np.dtype(self.dtype).name})")
 
 
-def pca(x, k):
+def pca(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The mean and the first ``k`` principal directions of the rows of ``x`` (lesson 01).
 
     x (N, D), 1 <= k <= min(N, D) -> (mean (D,), components (k, D)). The components are
@@ -205,7 +209,7 @@ def pca(x, k):
     return mean, components * signs[:, None]
 
 
-def principal_angles(a, b):
+def principal_angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The principal angles, in radians and ascending, between the column spaces of ``a``
     (D, k) and ``b`` (D, m), each of full column rank (lesson 01).
 
@@ -221,8 +225,11 @@ def principal_angles(a, b):
     return np.arccos(np.clip(cosines, -1.0, 1.0))
 
 
-def fit(ae, x, epochs, *, lr=1e-3, batch_size=100, seed=0, loss_and_grads=None,
-        on_epoch=None):
+def fit(ae: Autoencoder, x: np.ndarray, epochs: int, *,
+        lr: float | Callable[[int], float] = 1e-3, batch_size: int = 100, seed: int = 0,
+        loss_and_grads: Callable | None = None,
+        on_epoch: Callable[[int, Autoencoder], Any] | None = None) -> list[float]:
+
     """Train ``ae`` in place with Adam on shuffled mini-batches; returns the per-epoch mean
     of the mini-batch losses (a list of floats).
 

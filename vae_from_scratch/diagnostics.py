@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from vae_from_scratch import distributions as dist
+from vae_from_scratch.vae import VAE
 
 __all__ = [
     "gap_fraction",
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-def gap_fraction(x, low=-1.0, high=1.0, axis=0):
+def gap_fraction(x: np.ndarray, low: float = -1.0, high: float = 1.0, axis: int = 0) -> float:
     """The share of the rows of ``x`` whose coordinate ``axis`` lies strictly between
     ``low`` and ``high``.
 
@@ -50,41 +51,27 @@ def gap_fraction(x, low=-1.0, high=1.0, axis=0):
     return float(np.mean((values > low) & (values < high)))
 
 
-def generate(vae, n, seed=0):
+def generate(vae: VAE, n: int, seed: int | np.random.Generator = 0) -> np.ndarray:
     """Draw ``n`` new data points from the model: z ~ p(z), then x ~ p(x | z).
 
     Unlike ``vae.sample`` (which returns the decoder's means), the observation noise is
-    included: a Gaussian decoder adds N(0, obs_var) noise to the mean, a Bernoulli decoder
-    draws 0/1 pixels. Returns (n, D) in float64.
+    included: the likelihood draws the pixels (a Gaussian decoder adds N(0, obs_var) noise
+    to the mean, a Bernoulli decoder draws 0/1 pixels). Returns (n, D) in float64.
     """
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     z = vae.sample_prior(int(n), rng)
-    mean = vae.decode_mean(z).astype(np.float64)
-    if vae.config.likelihood == "bernoulli":
-        return (rng.random(mean.shape) < mean).astype(np.float64)
-    obs_var = vae.config.obs_var
-    if obs_var == "learned":
-        std = np.exp(0.5 * vae.params["dec.log_var"].astype(np.float64))
-    else:
-        std = math.sqrt(obs_var)
-    return mean + std * rng.standard_normal(mean.shape)
+    return vae.likelihood.sample(vae.params, vae.decode(z), rng)
 
 
-def prior_log_density(vae, z):
-    """log p(z) under the model's prior (standard normal or its mixture): (M, L) -> (M,)."""
+def prior_log_density(vae: VAE, z: np.ndarray) -> np.ndarray:
+    """log p(z) under the model's prior, in float64: (M, L) -> (M,)."""
     z = np.asarray(z, dtype=np.float64)
-    if vae.config.prior == "mixture":
-        p = vae.params
-        return dist.mixture_log_density(
-            z,
-            p["prior.means"].astype(np.float64),
-            p["prior.log_vars"].astype(np.float64),
-            p["prior.logits"].astype(np.float64),
-        )
-    return dist.gaussian_log_density(z, 0.0, 0.0)
+    params = {name: vae.params[name].astype(np.float64) for name in vae.prior.param_shapes()}
+    return vae.prior.log_prob(params, z)
 
 
-def aggregate_posterior_log_density(z, mu, log_var, batch_size=1024):
+def aggregate_posterior_log_density(z: np.ndarray, mu: np.ndarray, log_var: np.ndarray,
+                                    batch_size: int = 1024) -> np.ndarray:
     """log q(z) for the aggregate posterior q(z) = (1/N) sum_n N(z; mu_n, diag exp(log_var_n)).
 
     z: (M, L) points; mu, log_var: (N, L) the encoder's outputs for N data points.
@@ -109,7 +96,8 @@ def aggregate_posterior_log_density(z, mu, log_var, batch_size=1024):
     return out - math.log(len(mu))
 
 
-def prior_holes(vae, x, n=5000, seed=0, ratio=0.1):
+def prior_holes(vae: VAE, x: np.ndarray, n: int = 5000, seed: int | np.random.Generator = 0,
+                ratio: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``n`` codes z ~ p(z) and mark those that fall in a hole of the aggregate
     posterior of the data ``x`` (N, D): where q(z) < ratio * p(z).
 
@@ -125,7 +113,9 @@ def prior_holes(vae, x, n=5000, seed=0, ratio=0.1):
     return z, log_q < log_p + math.log(ratio)
 
 
-def prior_hole_mass(vae, x, n=5000, seed=0, ratio=0.1):
+def prior_hole_mass(vae: VAE, x: np.ndarray, n: int = 5000,
+                    seed: int | np.random.Generator = 0, ratio: float = 0.1) -> float:
+
     """The prior's mass in holes of the aggregate posterior: the share of ``n`` codes
     z ~ p(z) at which the aggregate posterior of the data ``x`` (N, D) has less than
     ``ratio`` times the prior's density, q(z) < ratio * p(z) (see :func:`prior_holes`).

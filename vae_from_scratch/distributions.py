@@ -12,6 +12,8 @@ lesson 07 (mixture prior). Conventions:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from vae_from_scratch.layers import sigmoid
@@ -22,12 +24,12 @@ LOG_2PI = float(np.log(2.0 * np.pi))
 # --- small numerically stable helpers -------------------------------------------------
 
 
-def softplus(a):
+def softplus(a: np.ndarray) -> np.ndarray:
     """log(1 + exp(a)) without overflow: max(a, 0) + log1p(exp(-|a|))."""
     return np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a)))
 
 
-def logsumexp(a, axis=-1):
+def logsumexp(a: np.ndarray, axis: int = -1) -> np.ndarray:
     """log(sum(exp(a), axis)) computed after subtracting the maximum."""
     m = np.max(a, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)
@@ -37,7 +39,8 @@ def logsumexp(a, axis=-1):
 # --- reparameterization -----------------------------------------------------------------
 
 
-def reparameterize(mu, log_var, eps):
+def reparameterize(mu: np.ndarray, log_var: np.ndarray,
+                   eps: np.ndarray) -> tuple[np.ndarray, tuple]:
     """z = mu + exp(log_var / 2) * eps.   mu, log_var, eps: (N, L) -> z (N, L), cache.
 
     The noise eps ~ N(0, I) is an input, so z is a deterministic, differentiable
@@ -47,7 +50,7 @@ def reparameterize(mu, log_var, eps):
     return mu + std * eps, (std, eps)
 
 
-def reparameterize_backward(dz, cache):
+def reparameterize_backward(dz: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray]:
     """dz (N, L) -> (dmu, dlog_var), each (N, L).
 
     dz/dmu = 1 and dz/dlog_var = 0.5 * exp(log_var / 2) * eps.
@@ -59,7 +62,7 @@ def reparameterize_backward(dz, cache):
 # --- KL divergences -----------------------------------------------------------------------
 
 
-def kl_standard_normal(mu, log_var):
+def kl_standard_normal(mu: np.ndarray, log_var: np.ndarray) -> np.ndarray:
     """KL( N(mu, diag(exp(log_var))) || N(0, I) ), summed over L.  (N, L) -> (N,).
 
     = 1/2 sum_j ( mu_j^2 + exp(log_var_j) - 1 - log_var_j )   (derived in lesson 02)
@@ -67,13 +70,14 @@ def kl_standard_normal(mu, log_var):
     return np.sum(kl_standard_normal_per_dim(mu, log_var), axis=-1)
 
 
-def kl_standard_normal_per_dim(mu, log_var):
+def kl_standard_normal_per_dim(mu: np.ndarray, log_var: np.ndarray) -> np.ndarray:
     """The KL of each latent dimension, (N, L) -> (N, L): the prior and q are both
     diagonal, so the KL is a sum of these one-dimensional KLs (free bits use them)."""
     return 0.5 * (mu * mu + np.exp(log_var) - 1.0 - log_var)
 
 
-def kl_standard_normal_backward(dkl, mu, log_var):
+def kl_standard_normal_backward(dkl: np.ndarray, mu: np.ndarray,
+                                log_var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """dkl (N,) -> (dmu, dlog_var), each (N, L).
 
     d/dmu = mu,  d/dlog_var = (exp(log_var) - 1) / 2.
@@ -82,7 +86,8 @@ def kl_standard_normal_backward(dkl, mu, log_var):
     return d * mu, d * 0.5 * (np.exp(log_var) - 1.0)
 
 
-def kl_diag_gaussians(mu_q, log_var_q, mu_p, log_var_p):
+def kl_diag_gaussians(mu_q: np.ndarray, log_var_q: np.ndarray, mu_p: np.ndarray,
+                      log_var_p: np.ndarray) -> np.ndarray:
     """KL( N(mu_q, var_q) || N(mu_p, var_p) ) for diagonal Gaussians, summed over the
     last axis. Arrays broadcast against each other; returns shape (...,).
 
@@ -96,7 +101,7 @@ def kl_diag_gaussians(mu_q, log_var_q, mu_p, log_var_p):
 # --- Gaussian log-density -------------------------------------------------------------------
 
 
-def gaussian_log_density(x, mu, log_var):
+def gaussian_log_density(x: np.ndarray, mu: Any, log_var: Any) -> np.ndarray:
     """log N(x; mu, diag(exp(log_var))), summed over the last axis.
 
     x (N, K); mu and log_var broadcast to (N, K) (a (K,) or scalar log_var is allowed).
@@ -105,14 +110,15 @@ def gaussian_log_density(x, mu, log_var):
     return np.sum(gaussian_log_density_per_dim(x, mu, log_var), axis=-1)
 
 
-def gaussian_log_density_per_dim(x, mu, log_var):
+def gaussian_log_density_per_dim(x: np.ndarray, mu: Any, log_var: Any) -> np.ndarray:
     """The log-density of each coordinate, (N, K): a diagonal Gaussian's log-density is
     their sum."""
     diff = x - mu
     return -0.5 * (LOG_2PI + log_var + diff * diff * np.exp(-log_var))
 
 
-def gaussian_log_density_backward(dout, x, mu, log_var):
+def gaussian_log_density_backward(dout: np.ndarray, x: np.ndarray, mu: Any,
+                                  log_var: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """dout (N,) -> (dx, dmu, dlog_var), each (N, K). For a ``log_var`` shared by all
     rows, the caller sums dlog_var over the rows.
 
@@ -130,7 +136,7 @@ def gaussian_log_density_backward(dout, x, mu, log_var):
 # --- Bernoulli likelihood with logits ---------------------------------------------------------
 
 
-def bernoulli_log_likelihood(x, logits):
+def bernoulli_log_likelihood(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
     """log Bernoulli(x; sigmoid(logits)), summed over D.  x, logits (N, D) -> (N,).
 
     log p = x log s + (1 - x) log(1 - s) with s = sigmoid(l) simplifies to
@@ -141,7 +147,8 @@ def bernoulli_log_likelihood(x, logits):
     return np.sum(x * logits - softplus(logits), axis=-1)
 
 
-def bernoulli_log_likelihood_backward(dout, x, logits):
+def bernoulli_log_likelihood_backward(dout: np.ndarray, x: np.ndarray,
+                                      logits: np.ndarray) -> np.ndarray:
     """dout (N,) -> dlogits (N, D).   d/dl (x l - softplus(l)) = x - sigmoid(l)."""
     return dout[:, None] * (x - sigmoid(logits))
 
@@ -149,7 +156,8 @@ def bernoulli_log_likelihood_backward(dout, x, logits):
 # --- mixture-of-Gaussians prior ------------------------------------------------------------------
 
 
-def mixture_log_density(z, means, log_vars, logits):
+def mixture_log_density(z: np.ndarray, means: np.ndarray, log_vars: np.ndarray,
+                        logits: np.ndarray) -> np.ndarray:
     """log p(z) for p(z) = sum_k pi_k N(z; means_k, diag(exp(log_vars_k))).
 
     z (N, L); means, log_vars (K, L); logits (K,) with pi = softmax(logits). Returns (N,).
@@ -166,7 +174,11 @@ def _mixture_component_logits(z, means, log_vars, logits):
     return log_pi + log_comp
 
 
-def mixture_log_density_backward(dout, z, means, log_vars, logits):
+def mixture_log_density_backward(
+    dout: np.ndarray, z: np.ndarray, means: np.ndarray, log_vars: np.ndarray,
+    logits: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+
     """dout (N,) -> (dz (N, L), dmeans (K, L), dlog_vars (K, L), dlogits (K,)).
 
     With responsibilities r_nk = softmax_k(log pi_k + log N_k(z_n)) and pi = softmax(logits):
@@ -205,7 +217,7 @@ def mixture_log_density_backward(dout, z, means, log_vars, logits):
 CB_TAYLOR_BELOW = 1.0
 
 
-def _cb_series(below, tol=2.0**-60):
+def cb_series(below: float, tol: float = 2.0**-60) -> tuple[tuple[float, ...], ...]:
     """Taylor coefficients around l = 0, from the Bernoulli numbers B_2n, exact until the
     final rounding. Returns three tuples of floats, lowest power first, each cut where a
     term at |l| = ``below`` (the Taylor branch's threshold, at most 1.85) falls below ``tol``:
@@ -233,7 +245,9 @@ def _cb_series(below, tol=2.0**-60):
     return log_norm, grad, mean
 
 
-_CB_LOG_NORM_SERIES, _CB_LOG_NORM_GRAD_SERIES, _CB_MEAN_SERIES = _cb_series(CB_TAYLOR_BELOW)
+#: The Taylor coefficients of log C, its derivative and the mean below CB_TAYLOR_BELOW
+#: (:func:`cb_series`); the PyTorch mirror sums the same ones.
+CB_LOG_NORM_SERIES, CB_LOG_NORM_GRAD_SERIES, CB_MEAN_SERIES = cb_series(CB_TAYLOR_BELOW)
 LOG_2 = float(np.log(2.0))
 
 
@@ -273,7 +287,7 @@ def _cb_exp_neg(a):
     return np.where(a > cutoff, 0, np.exp(-np.minimum(a, cutoff)))
 
 
-def cb_log_norm(logits):
+def cb_log_norm(logits: Any) -> np.ndarray:
     r"""log C(l), the log normalizing constant of the continuous Bernoulli, elementwise.
 
     logits (any shape) -> same shape and dtype. log C(0) = log 2; stable for every l.
@@ -326,7 +340,7 @@ def cb_log_norm(logits):
     """
 
     def taylor(l):
-        u, p = _cb_even_series(l, _CB_LOG_NORM_SERIES)
+        u, p = _cb_even_series(l, CB_LOG_NORM_SERIES)
         return LOG_2 + u * p
 
     def closed(l):
@@ -336,7 +350,7 @@ def cb_log_norm(logits):
     return _cb_branches(logits, taylor, closed)
 
 
-def cb_log_norm_grad(logits):
+def cb_log_norm_grad(logits: Any) -> np.ndarray:
     """d log C / dl = 1/l - 1/sinh(l), elementwise (derivation in :func:`cb_log_norm`).
 
     logits (any shape) -> same shape and dtype; odd, 0 at l = 0, about 1/l for large |l|.
@@ -348,7 +362,7 @@ def cb_log_norm_grad(logits):
     """
 
     def taylor(l):
-        return l * _cb_even_series(l, _CB_LOG_NORM_GRAD_SERIES)[1]
+        return l * _cb_even_series(l, CB_LOG_NORM_GRAD_SERIES)[1]
 
     def closed(l):
         a = np.abs(l)
@@ -358,7 +372,7 @@ def cb_log_norm_grad(logits):
     return _cb_branches(logits, taylor, closed)
 
 
-def continuous_bernoulli_mean(logits):
+def continuous_bernoulli_mean(logits: Any) -> np.ndarray:
     """E[x] under CB(x; l) = A'(l) = 1/(1 - exp(-l)) - 1/l, elementwise; 1/2 at l = 0.
 
     logits (any shape) -> same shape and dtype, in (0, 1). It is not sigmoid(l): it lies
@@ -371,7 +385,7 @@ def continuous_bernoulli_mean(logits):
     def taylor(l):
         # below eps, l/12 is under half an ulp of 1/2 (and l * ... could underflow)
         l_used = np.where(np.abs(l) < np.finfo(l.dtype).eps, 0, l)
-        return 0.5 + l_used * _cb_even_series(l, _CB_MEAN_SERIES)[1]
+        return 0.5 + l_used * _cb_even_series(l, CB_MEAN_SERIES)[1]
 
     def closed(l):
         a = np.abs(l)
@@ -382,7 +396,7 @@ def continuous_bernoulli_mean(logits):
     return _cb_branches(logits, taylor, closed)
 
 
-def continuous_bernoulli_log_likelihood(x, logits):
+def continuous_bernoulli_log_likelihood(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
     """log CB(x; sigmoid(logits)), summed over D.  x in [0, 1], logits (N, D) -> (N,).
 
     = x l - softplus(l) + log C(l): the Bernoulli log-likelihood of
@@ -392,10 +406,30 @@ def continuous_bernoulli_log_likelihood(x, logits):
     return bernoulli_log_likelihood(x, logits) + np.sum(cb_log_norm(logits), axis=-1)
 
 
-def continuous_bernoulli_log_likelihood_backward(dout, x, logits):
+def continuous_bernoulli_log_likelihood_backward(dout: np.ndarray, x: np.ndarray,
+                                                 logits: np.ndarray) -> np.ndarray:
     """dout (N,) -> dlogits (N, D).
 
     d/dl (x l - softplus(l) + log C(l)) = x - sigmoid(l) + 1/l - 1/sinh(l) = x - mean(l),
     the data minus the distribution's mean (exponential family: d/dl (x l - A(l))).
     """
     return dout[:, None] * (x - continuous_bernoulli_mean(logits))
+
+
+def continuous_bernoulli_quantile(u: Any, logits: Any) -> np.ndarray:
+    """The inverse of CB(x; l)'s CDF, F(x) = (exp(l x) - 1) / (exp(l) - 1), elementwise:
+    u in [0, 1), logits broadcasting to it -> x in [0, 1], float64. With u ~ U(0, 1) it
+    draws x ~ CB(l).
+
+    x = log1p(u expm1(l)) / l for l <= 1 (no cancellation near l = 0, and expm1(l) is in
+    (-1, e - 1]); for l > 1, where expm1 may overflow, the same number written as
+    x = 1 + log(u + (1 - u) exp(-l)) / l; x = u at l = 0 (the uniform density).
+    """
+    u = np.asarray(u, dtype=np.float64)
+    l = np.broadcast_to(np.asarray(logits, dtype=np.float64), u.shape)
+    x = u.copy()
+    large, mid = l > 1, (l <= 1) & (l != 0)
+    with np.errstate(divide="ignore"):  # u = 0 and exp(-l) = 0 give log 0 = -inf: x = 0
+        x[large] = 1 + np.log(u[large] + (1 - u[large]) * np.exp(-l[large])) / l[large]
+    x[mid] = np.log1p(u[mid] * np.expm1(l[mid])) / l[mid]
+    return np.clip(x, 0.0, 1.0)

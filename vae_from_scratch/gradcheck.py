@@ -7,10 +7,13 @@ Work in float64: in float32 the round-off of the difference quotient swamps the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 
-def numerical_gradient(f, x, h=1e-5):
+def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-5) -> np.ndarray:
     """Central-difference gradient of a scalar function ``f()`` with respect to the array
     ``x``, which ``f`` reads. Each entry is perturbed in place and restored exactly.
 
@@ -42,7 +45,7 @@ def numerical_gradient(f, x, h=1e-5):
     return grad
 
 
-def rel_error(a, b, floor=1e-12):
+def rel_error(a: Any, b: Any, floor: float = 1e-12) -> float:
     """||a - b|| / max(||a|| + ||b||, floor) over the whole array: 0 when equal, 1 when
     one is zero and the other is not. Measured on the whole array rather than entry by
     entry, so an entry that is ~0 in both does not turn round-off into a large ratio."""
@@ -53,7 +56,10 @@ def rel_error(a, b, floor=1e-12):
     return float(np.linalg.norm(a - b) / max(scale, floor))
 
 
-def check_model_gradients(vae, x, eps, h=1e-5, max_entries=None, seed=0, y=None):
+def check_model_gradients(vae: Any, x: np.ndarray, eps: np.ndarray, h: float = 1e-5,
+                          max_entries: int | None = None, seed: int = 0,
+                          y: np.ndarray | None = None) -> dict[str, float]:
+
     """Compare ``vae.loss_and_grads`` with central differences of ``vae.loss``.
 
     Returns dict name -> relative error. ``max_entries`` limits how many entries of each

@@ -19,12 +19,13 @@ class Linear:
     """Affine map ``out = x @ W + b`` with ``W`` (D_in, D_out) and ``b`` (D_out,)."""
 
     @staticmethod
-    def forward(x, W, b):
+    def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, tuple]:
         """x (N, D_in), W (D_in, D_out), b (D_out,) -> out (N, D_out), cache."""
         return x @ W + b, (x, W)
 
     @staticmethod
-    def backward(dout, cache, need_dx=True):
+    def backward(dout: np.ndarray, cache: tuple,
+                 need_dx: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """dout (N, D_out) -> (dx (N, D_in), dW (D_in, D_out), db (D_out,)).
 
         out[n, j] = sum_i x[n, i] W[i, j] + b[j], so
@@ -41,13 +42,13 @@ class ReLU:
     """``out = max(x, 0)``; the gradient passes where the input was positive."""
 
     @staticmethod
-    def forward(x):
+    def forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x (N, D) -> out (N, D), cache."""
         mask = x > 0
         return x * mask, mask
 
     @staticmethod
-    def backward(dout, cache):
+    def backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
         """dout (N, D) -> dx (N, D)."""
         return dout * cache
 
@@ -56,12 +57,12 @@ class Tanh:
     """``out = tanh(x)``; d tanh(x)/dx = 1 - tanh(x)^2, so we cache the output."""
 
     @staticmethod
-    def forward(x):
+    def forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = np.tanh(x)
         return out, out
 
     @staticmethod
-    def backward(dout, cache):
+    def backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
         return dout * (1.0 - cache * cache)
 
 
@@ -69,16 +70,17 @@ class Sigmoid:
     """``out = 1 / (1 + exp(-x))``; d sigmoid/dx = sigmoid (1 - sigmoid)."""
 
     @staticmethod
-    def forward(x):
+    def forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = sigmoid(x)
         return out, out
 
     @staticmethod
-    def backward(dout, cache):
+    def backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
         return dout * cache * (1.0 - cache)
 
 
-def sigmoid(x):
+def sigmoid(x: np.ndarray) -> np.ndarray:
+
     """Logistic function that never overflows: exp is only taken of -|x|."""
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)

@@ -41,7 +41,8 @@ def _f64(*arrays):
     return tuple(np.asarray(a, dtype=np.float64) for a in arrays)
 
 
-def random_model(data_dim, latent_dim, seed=0, scale=1.0):
+def random_model(data_dim: int, latent_dim: int, seed: int = 0,
+                 scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """A random model: W (D, L) with N(0, scale^2) entries and b (D,) with N(0, 1) entries."""
     rng = np.random.default_rng(seed)
     W = scale * rng.standard_normal((data_dim, latent_dim))
@@ -49,7 +50,8 @@ def random_model(data_dim, latent_dim, seed=0, scale=1.0):
     return W, b
 
 
-def sample(n, W, b, sigma2, rng):
+def sample(n: int, W: np.ndarray, b: np.ndarray, sigma2: float,
+           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Draw n pairs from the model: returns z (n, L) and x (n, D)."""
     W, b = _f64(W, b)
     z = rng.standard_normal((n, W.shape[1]))
@@ -64,7 +66,7 @@ def _logdet(cov):
     return 2.0 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
 
 
-def gaussian_log_density_full(z, mean, cov):
+def gaussian_log_density_full(z: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
     """log N(z; mean, cov) with a full covariance.
 
     z (..., L); mean broadcasts to (..., L); cov (L, L) or (..., L, L). Returns (...,).
@@ -81,14 +83,15 @@ def gaussian_log_density_full(z, mean, cov):
     return -0.5 * (diff.shape[-1] * LOG_2PI + logdet + maha)
 
 
-def log_marginal(x, W, b, sigma2):
+def log_marginal(x: np.ndarray, W: np.ndarray, b: np.ndarray, sigma2: float) -> np.ndarray:
     """Exact log p(x) = log N(x; b, W W^T + sigma2 I).  x (N, D) -> (N,)."""
     x, W, b = _f64(x, W, b)
     cov = W @ W.T + sigma2 * np.eye(W.shape[0])
     return gaussian_log_density_full(x, b, cov)
 
 
-def posterior(x, W, b, sigma2):
+def posterior(x: np.ndarray, W: np.ndarray, b: np.ndarray,
+              sigma2: float) -> tuple[np.ndarray, np.ndarray]:
     """The exact posterior p(z | x) = N(m, S).  x (N, D) -> m (N, L), S (L, L).
 
     Precision Lambda = I + W^T W / sigma2, S = Lambda^-1, m = S W^T (x - b) / sigma2.
@@ -101,7 +104,8 @@ def posterior(x, W, b, sigma2):
     return m, S
 
 
-def log_joint(x, z, W, b, sigma2):
+def log_joint(x: np.ndarray, z: np.ndarray, W: np.ndarray, b: np.ndarray,
+              sigma2: float) -> np.ndarray:
     """log p(x, z) = log N(x; W z + b, sigma2 I) + log N(z; 0, I).
 
     x (..., D) and z (..., L) broadcast against each other (e.g. x (N, 1, D) with
@@ -113,7 +117,8 @@ def log_joint(x, z, W, b, sigma2):
     return log_lik + log_prior
 
 
-def kl_gaussians_full(mu_q, cov_q, mu_p, cov_p):
+def kl_gaussians_full(mu_q: np.ndarray, cov_q: np.ndarray, mu_p: np.ndarray,
+                      cov_p: np.ndarray) -> np.ndarray:
     """KL( N(mu_q, cov_q) || N(mu_p, cov_p) ) with full covariances.
 
     Means (..., L), covariances (L, L) or (..., L, L), broadcasting. Returns (...,).
@@ -134,13 +139,14 @@ def kl_gaussians_full(mu_q, cov_q, mu_p, cov_p):
     return 0.5 * (trace + maha - L + _logdet(cov_p) - _logdet(cov_q))
 
 
-def diag_cov(log_var):
+def diag_cov(log_var: np.ndarray) -> np.ndarray:
     """Diagonal covariance matrices from log-variances: (..., L) -> (..., L, L)."""
     var = np.exp(np.asarray(log_var, dtype=np.float64))
     return var[..., None, :] * np.eye(var.shape[-1])
 
 
-def elbo_gaussian(x, W, b, sigma2, mu, cov):
+def elbo_gaussian(x: np.ndarray, W: np.ndarray, b: np.ndarray, sigma2: float, mu: np.ndarray,
+                  cov: np.ndarray) -> np.ndarray:
     """The ELBO of q(z) = N(mu, cov) for each x, in closed form.  x (N, D), mu (N, L),
     cov (L, L) or (N, L, L) -> (N,).
 
@@ -163,7 +169,8 @@ def elbo_gaussian(x, W, b, sigma2, mu, cov):
     return e_log_lik + e_log_prior + entropy
 
 
-def best_diagonal_q(x, W, b, sigma2):
+def best_diagonal_q(x: np.ndarray, W: np.ndarray, b: np.ndarray,
+                    sigma2: float) -> tuple[np.ndarray, np.ndarray]:
     """The diagonal Gaussian closest to the posterior in KL(q || p(z|x)):
     mean m and variances 1 / Lambda_jj (Lambda the posterior precision).
 
@@ -175,7 +182,8 @@ def best_diagonal_q(x, W, b, sigma2):
     return m, np.broadcast_to(-np.log(precision_diag), m.shape).copy()
 
 
-def log_importance_weights(x, W, b, sigma2, mu, log_var, eps):
+def log_importance_weights(x: np.ndarray, W: np.ndarray, b: np.ndarray, sigma2: float,
+                           mu: np.ndarray, log_var: np.ndarray, eps: np.ndarray) -> np.ndarray:
     """log w_k = log p(x, z_k) - log q(z_k) at z_k = mu + exp(log_var / 2) * eps_k.
 
     x (N, D), mu and log_var (N, L) (a diagonal Gaussian q per example), eps (N, K, L)
@@ -187,7 +195,8 @@ def log_importance_weights(x, W, b, sigma2, mu, log_var, eps):
     return log_joint(x[:, None, :], z, W, b, sigma2) - log_q
 
 
-def iwae_bound(log_weights):
+def iwae_bound(log_weights: np.ndarray) -> np.ndarray:
+
     """The importance-weighted bound log (1/K) sum_k w_k from log-weights (..., K) -> (...,).
 
     Computed as logsumexp - log K, so that weights far below 1 do not underflow.

@@ -25,7 +25,9 @@ Every input and output of a network is flat, (N, features): images are reshaped 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -59,11 +61,11 @@ class Layer:
     planes: bool = False
 
     @property
-    def bias_size(self):
+    def bias_size(self) -> int:
         return self.shape[1] if self.kind in ("linear", "conv_transpose") else self.shape[0]
 
     @property
-    def fan_in(self):
+    def fan_in(self) -> int:
         """PyTorch's fan-in for its default initialisation: D_in for Linear, C_in k k for
         Conv2d, and (as torch computes it from the weight's second axis) C_out k k for
         ConvTranspose2d."""
@@ -71,13 +73,13 @@ class Layer:
             return self.shape[0]
         return math.prod(self.shape[1:])
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """{name.W: shape, name.b: shape}, or {} for a layer without parameters."""
         if self.kind not in _WITH_PARAMS:
             return {}
         return {f"{self.name}.W": self.shape, f"{self.name}.b": (self.bias_size,)}
 
-    def init_params(self, rng, params):
+    def init_params(self, rng: np.random.Generator, params: dict) -> None:
         """Draw W, then b, into ``params`` with PyTorch's default initialisation,
         U(-1/sqrt(fan_in), 1/sqrt(fan_in)), in float64 (the model casts them)."""
         if self.kind in _WITH_PARAMS:
@@ -93,7 +95,7 @@ class Network:
     ``c`` is the one-hot label (N, n_classes) of a conditional network.
     """
 
-    def __init__(self, layers, in_dim, out_dim):
+    def __init__(self, layers: Iterable[Layer], in_dim: int, out_dim: int) -> None:
         self.layers = tuple(layers)
         self.in_dim, self.out_dim = in_dim, out_dim
         # the first layer with parameters: backward's last step when dx is not needed
@@ -101,19 +103,20 @@ class Network:
             (i for i, layer in enumerate(self.layers) if layer.kind in _WITH_PARAMS), None
         )
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """dict name -> shape of this network's parameters, in initialisation order."""
         shapes = {}
         for layer in self.layers:
             shapes.update(layer.param_shapes())
         return shapes
 
-    def init_params(self, rng, params):
+    def init_params(self, rng: np.random.Generator, params: dict) -> None:
         """Draw fresh parameters into ``params``, layer by layer (:meth:`Layer.init_params`)."""
         for layer in self.layers:
             layer.init_params(rng, params)
 
-    def forward(self, params, x, c=None):
+    def forward(self, params: dict, x: np.ndarray,
+                c: np.ndarray | None = None) -> tuple[np.ndarray, list]:
         """x (N, in_dim), c (N, n_classes) or None -> out (N, out_dim), caches."""
         caches = []
         h = x
@@ -122,7 +125,8 @@ class Network:
             caches.append(cache)
         return h, caches
 
-    def backward(self, dout, caches, grads, need_dx=True):
+    def backward(self, dout: np.ndarray, caches: list, grads: dict,
+                 need_dx: bool = True) -> np.ndarray | None:
         """dout (N, out_dim) -> dx (N, in_dim); writes dW, db of every layer into ``grads``.
 
         With ``need_dx=False`` (the input is the data, whose gradient is never used) the
@@ -200,7 +204,7 @@ def _concat_label(h, c, planes):
 # --- the architectures -------------------------------------------------------------------
 
 
-def dense_layers(prefix, dims, activation):
+def dense_layers(prefix: str, dims: Sequence[int], activation: str) -> list[Layer]:
     """Linear + activation for each consecutive pair of ``dims``, named prefix.0, prefix.1..."""
     layers = []
     for i in range(len(dims) - 1):
@@ -208,7 +212,7 @@ def dense_layers(prefix, dims, activation):
     return layers
 
 
-def conv_sizes(image_shape, n_layers):
+def conv_sizes(image_shape: Sequence[int], n_layers: int) -> list[tuple[int, int]]:
     """Spatial sizes (H, W) after each of the encoder's convolutions, the image's first:
     (28, 28) -> (14, 14) -> (7, 7). Raises ValueError when an image gets too small."""
     sizes = [tuple(image_shape[1:])]
@@ -226,7 +230,8 @@ def conv_sizes(image_shape, n_layers):
     return sizes
 
 
-def build_networks(config):
+def build_networks(config: Any) -> tuple[Network, Network]:
+
     """(encoder, decoder) :class:`Network` for a :class:`~vae_from_scratch.vae.VAEConfig`.
 
     The encoder maps x (N, D) [with the label] to h (N, H); the decoder maps z (N, L)

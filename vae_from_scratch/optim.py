@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def _same_keys(got, expected, what):
         raise ValueError(f"{what}: missing {missing}, unexpected {extra}")
 
 
-def check_gradients(params, grads):
+def check_gradients(params: Mapping[str, np.ndarray], grads: Any) -> None:
     """Raise ValueError unless ``grads`` has exactly the keys of ``params``, each of its
     parameter's shape, and NonFiniteGradientError if one holds NaN or infinity."""
     if not isinstance(grads, Mapping):
@@ -104,24 +105,25 @@ class _Optimizer:
     change it between steps)."""
 
     @property
-    def lr(self):
+    def lr(self) -> float:
         return self._lr
 
     @lr.setter
-    def lr(self, value):
+    def lr(self, value: float) -> None:
         self._lr = _positive("lr", value)
 
 
 class SGD(_Optimizer):
     """v <- momentum * v + g;  p <- p - lr * v   (momentum=0 is plain gradient descent)."""
 
-    def __init__(self, params, lr=1e-2, momentum=0.0):
+    def __init__(self, params: dict[str, np.ndarray], lr: float = 1e-2,
+                 momentum: float = 0.0) -> None:
         self.params = params
         self.lr = lr
         self.momentum = _fraction("momentum", momentum)
         self.velocity = {k: np.zeros_like(v) for k, v in params.items()}
 
-    def step(self, grads):
+    def step(self, grads: dict[str, np.ndarray]) -> None:
         check_gradients(self.params, grads)
         for k, p in self.params.items():
             v = self.velocity[k]
@@ -129,13 +131,13 @@ class SGD(_Optimizer):
             v += grads[k]
             p -= self.lr * v
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """{'lr', 'momentum', 'velocity.<name>': array (a copy)}."""
         state = {"lr": self.lr, "momentum": self.momentum}
         state.update({f"velocity.{k}": v.copy() for k, v in self.velocity.items()})
         return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` (checked in full before anything changes)."""
         arrays = {f"velocity.{k}": v for k, v in self.velocity.items()}
         _check_state(state, ["lr", "momentum", *arrays], arrays, "SGD")
@@ -152,7 +154,8 @@ class Adam(_Optimizer):
     p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, params: dict[str, np.ndarray], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
         self.params = params
         self.lr = lr
         self.betas = self._check_betas(betas)
@@ -168,7 +171,7 @@ class Adam(_Optimizer):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
         return tuple(_fraction(f"betas[{i}]", b) for i, b in enumerate(betas))
 
-    def step(self, grads):
+    def step(self, grads: dict[str, np.ndarray]) -> None:
         check_gradients(self.params, grads)
         self.t += 1
         b1, b2 = self.betas
@@ -186,16 +189,17 @@ class Adam(_Optimizer):
             np.divide(m, buf, out=buf)
             p -= np.multiply(buf, self.lr / c1, out=buf)
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """{'t': int, 'lr', 'betas', 'eps', 'm.<name>': array, 'v.<name>': array} (copies)."""
         state = {"t": self.t, "lr": self.lr, "betas": list(self.betas), "eps": self.eps}
         state.update({f"m.{k}": v.copy() for k, v in self.m.items()})
         state.update({f"v.{k}": v.copy() for k, v in self.v.items()})
         return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` (checked in full before anything changes)."""
         arrays = {f"m.{k}": v for k, v in self.m.items()}
+
         arrays.update({f"v.{k}": v for k, v in self.v.items()})
         _check_state(state, ["t", "lr", "betas", "eps", *arrays], arrays, "Adam")
         t, lr = _steps(state["t"]), _positive("lr", state["lr"])

@@ -1,17 +1,23 @@
 """The course's figures: loss curves, image grids, the 2-D latent space (lesson 05).
 
 Every function returns a matplotlib Figure drawn in the course style (white background,
-dark text: readable in light and dark themes). ``save_figures`` writes them as PNG.
+dark text: readable in light and dark themes). ``vae_from_scratch.course.files.save_figures``
+writes them as PNG files.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from statistics import NormalDist
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vae_from_scratch.style import PALETTE, course_rc, show_digits
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
+    from matplotlib.figure import Figure
 
 
 def _styled(draw):
@@ -34,7 +40,7 @@ def _figure(**kwargs):
 
 
 @_styled
-def loss_curves(history):
+def loss_curves(history: Any) -> Figure:
     """Train and test negative ELBO per epoch, and its two parts on the test set.
 
     history: a train.History or its ``as_dict()``.
@@ -61,7 +67,7 @@ def loss_curves(history):
     return fig
 
 
-def one_per_class(labels, seed=1):
+def one_per_class(labels: np.ndarray, seed: int = 1) -> np.ndarray:
     """Indices of one example of each class, in class order, each drawn at random (seeded)
     among that class's examples: ``rng.choice`` of each class's indices in turn with
     ``np.random.default_rng(seed)``, as lesson 05 picks its test digits. labels (N,) ints;
@@ -79,7 +85,7 @@ def one_per_class(labels, seed=1):
 
 
 @_styled
-def reconstructions(x, x_recon, n=10):
+def reconstructions(x: np.ndarray, x_recon: np.ndarray, n: int = 10) -> Figure:
     """Originals (top row) above their reconstructions (bottom row). x, x_recon (N, 784)."""
     n = min(n, len(x))
     fig = _figure(figsize=(n * 0.9, 2.2))
@@ -93,7 +99,7 @@ def reconstructions(x, x_recon, n=10):
 
 
 @_styled
-def samples(images, ncols=10, title="Samples from the prior"):
+def samples(images: np.ndarray, ncols: int = 10, title: str = "Samples from the prior") -> Figure:
     """A grid of generated images (N, 784)."""
     nrows = -(-len(images) // ncols)
     fig = _figure(figsize=(ncols * 0.8, nrows * 0.8 + 0.5))
@@ -102,8 +108,9 @@ def samples(images, ncols=10, title="Samples from the prior"):
 
 
 @_styled
-def latent_scatter(mu, labels, title="Test set in the latent space (posterior means)",
-                   grid=None):
+def latent_scatter(mu: np.ndarray, labels: np.ndarray,
+                   title: str = "Test set in the latent space (posterior means)",
+                   grid: np.ndarray | None = None) -> Figure:
     """mu (N, 2) coloured by digit label (N,). ``grid``: the latent values of a decoded grid
     (``gaussian_quantile_grid(n)``, as ``latent_manifold`` draws it); a dashed square marks
     its extent, so the two figures can be matched."""
@@ -128,14 +135,14 @@ def latent_scatter(mu, labels, title="Test set in the latent space (posterior me
     return fig
 
 
-def gaussian_quantile_grid(n=15, low=0.05, high=0.95):
+def gaussian_quantile_grid(n: int = 15, low: float = 0.05, high: float = 0.95) -> np.ndarray:
     """n values of the standard normal's inverse CDF at evenly spaced probabilities, so
     each cell of the decoded grid covers the same prior mass."""
     return np.array([NormalDist().inv_cdf(p) for p in np.linspace(low, high, n)])
 
 
 @_styled
-def latent_manifold(vae, n=15, labels=None):
+def latent_manifold(vae: Any, n: int = 15, labels: Sequence[int] | None = None) -> Figure:
     """Decode an n x n grid of latent points over Gaussian quantiles (2-D latent only).
 
     A conditional VAE decodes the grid once per label, one panel each: ``labels`` (default
@@ -166,7 +173,8 @@ def latent_manifold(vae, n=15, labels=None):
     return fig
 
 
-def _manifold_panel(ax, images, q, title, ticks=True):
+def _manifold_panel(ax: Any, images: np.ndarray, q: np.ndarray, title: str,
+                    ticks: bool = True) -> None:
     """One decoded grid on ``ax``; ticks at the tiles' centres, labelled with the z each tile
     decodes, so the grid can be matched to the latent scatter."""
     n = len(q)
@@ -178,26 +186,3 @@ def _manifold_panel(ax, images, q, title, ticks=True):
     ax.set_xticks(cols / n * (np.arange(n) + 0.5) - 0.5, labels, rotation=90, fontsize=7)
     ax.set_yticks(rows / n * (np.arange(n) + 0.5) - 0.5, labels[::-1], fontsize=7)
     ax.set(xlabel="$z_1$", ylabel="$z_2$")
-
-
-@_styled
-def save_figures(figures, folder):
-    """Write {name: Figure} as ``folder/name.png`` and close them; returns the paths.
-
-    Each file is written atomically (a crash leaves the old file or the new one)."""
-    import io
-    from pathlib import Path
-
-    import matplotlib.pyplot as plt
-
-    from vae_from_scratch.files import atomic_write_bytes
-
-    folder = Path(folder)
-    paths = []
-    for name, fig in figures.items():
-        buffer = io.BytesIO()
-        # tight: no blank strip where a grid of images is wider than the figure is tall
-        fig.savefig(buffer, format="png", bbox_inches="tight", pad_inches=0.05)
-        plt.close(fig)
-        paths.append(atomic_write_bytes(folder / f"{name}.png", buffer.getvalue()))
-    return paths

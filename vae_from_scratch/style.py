@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -87,7 +88,7 @@ def _as_images(images: np.ndarray) -> np.ndarray:
 
 
 def show_digits(
-    ax_or_fig,
+    ax_or_fig: Any,
     images: np.ndarray,
     ncols: int = 10,
     labels: Sequence | None = None,
@@ -95,7 +96,8 @@ def show_digits(
     gap: int = 2,
     vmin: float = 0.0,
     vmax: float = 1.0,
-):
+) -> Any:
+
     """Draw images as one grid, dark ink on light paper, and return the axes used.
 
     Args:

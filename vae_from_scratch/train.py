@@ -1,11 +1,12 @@
 """One training loop for either backend (lesson 05).
 
-The loop owns what both backends share: epochs, the progress bar, the history of train
-and test negative ELBO, timing, and the NaN guard. A *backend* owns the model, the data
-and the optimizer, and knows how to take one step. It provides:
+:func:`fit` is the loop: for each epoch, shuffle, take the steps, record the history,
+evaluate on the test set. A *backend* owns the model, the data and the optimizer, and knows
+how to take one step. It provides:
 
     name: str                      "numpy" or "torch"
     config: VAEConfig              the model's configuration
+    options: TrainingOptions       how it trains (config.py), checked once
     guard_every: int               steps between NaN checks that suit it (fit's default)
     start_epoch() -> int           shuffle the training set; return the number of steps
     steps_per_epoch() -> int       the same number, without shuffling
@@ -21,53 +22,47 @@ and the optimizer, and knows how to take one step. It provides:
                                    order): str-keyed dicts, lists, JSON values, NumPy arrays
 
 :class:`NumpyBackend` is the reference; ``vae_from_scratch.torch_vae.TorchBackend`` the
-PyTorch one. A run that stops can resume exactly: save ``to_vae()``, ``state_dict()`` and
-fit's :class:`LoopState`; later build the backend on the saved model, ``load_state_dict``
-and call ``fit(..., loop=saved_loop)``.
+PyTorch one. The loop's bookkeeping has names of its own: :class:`History` (the figures per
+epoch), :class:`LoopState` (where a run is, so that it can stop and resume exactly: save
+``to_vae()``, ``state_dict()`` and the loop state; later build the backend on the saved
+model, ``load_state_dict`` and call ``fit(..., loop=saved_loop)``) and :class:`NanGuard`
+(which stops training at the first non-finite loss, naming the step).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from vae_from_scratch.config import SGD_MOMENTUM, TrainingOptions, count
 from vae_from_scratch.data import binarize as binarize_pixels
 from vae_from_scratch.evaluate import negative_elbo
 from vae_from_scratch.optim import SGD, Adam, NonFiniteGradientError
+from vae_from_scratch.vae import VAE
 
 EVAL_SEED = 12345  # fixed noise for test-set evaluation, so epochs compare like with like
 TRAIN_STREAM = 1  # NumpyBackend(seed=s) draws from default_rng([s, TRAIN_STREAM])
 
-
-def _check_count(value, minimum, message):
-    """``value`` as an int if it is an int or NumPy integer (not a bool) >= ``minimum``;
-    else ValueError(f"{message}, got {value!r}")."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{message}, got {value!r}")
-    return int(value)
+#: The NumPy optimizers by TrainingOptions.optimizer: (params, lr) -> optimizer.
+OPTIMIZERS = {
+    "adam": lambda params, lr: Adam(params, lr=lr),
+    "sgd": lambda params, lr: SGD(params, lr=lr, momentum=SGD_MOMENTUM),
+}
 
 
-def check_batch_size(batch_size):
-    """A batch size is a positive integer (not a bool, not a float); returns it as int."""
-    return _check_count(batch_size, 1, "batch_size must be a positive integer")
+def warmup_beta(beta: float, step: int, warmup_steps: int) -> float:
+    """KL warm-up: the KL weight grows linearly from 0 to ``beta`` over ``warmup_steps``."""
+    if warmup_steps <= 0:
+        return beta
+    return beta * min(1.0, (step + 1) / warmup_steps)
 
 
-def check_kl_warmup(kl_warmup):
-    """KL warm-up is a whole number of steps >= 0 (not a bool, not NaN); returns it as int."""
-    return _check_count(kl_warmup, 0, "kl_warmup must be a whole number of steps >= 0")
-
-
-def check_binarize(binarize):
-    """binarize is True or False (a string such as "yes" is refused); returns a bool."""
-    if not isinstance(binarize, (bool, np.bool_)):
-        raise ValueError(f"binarize must be True or False, got {binarize!r}")
-    return bool(binarize)
-
-
-def check_order(order, n):
+def check_order(order: Any, n: int) -> np.ndarray | None:
     """A saved epoch order is a permutation of range(n) (or None before the first epoch)."""
     if order is None:
         return None
@@ -79,8 +74,117 @@ def check_order(order, n):
     return order
 
 
-def check_steps_done(steps_done):
-    return _check_count(steps_done, 0, "steps_done must be an integer >= 0")
+def check_steps_done(steps_done: Any) -> int:
+    return count(steps_done, "steps_done")
+
+
+def check_labels(vae: VAE, y: Any, n: int, name: str = "y") -> np.ndarray | None:
+    """Labels for ``vae``: y (n,) integers in 0..K-1 for a conditional model, returned as
+    an int64 copy; None for an unconditional one (which refuses labels). ValueError else."""
+    vae.check_y(y, n, name)
+    return None if y is None else np.array(y, dtype=np.int64)
+
+
+# --- the NumPy backend ------------------------------------------------------------------------
+
+
+class NumpyBackend:
+    """The hand-written VAE and optimizer on the CPU.
+
+    vae: a :class:`~vae_from_scratch.vae.VAE`; x_train (N, D); y_train (N,) the labels of
+    a conditional model, shuffled and batched with the images. ``options``: a
+    :class:`~vae_from_scratch.config.TrainingOptions`, or its fields as keywords
+    (``NumpyBackend(vae, x, lr=3e-3, seed=0)``). The seed drives both the shuffling and
+    the noise eps, so a run repeats bit for bit.
+    """
+
+    name = "numpy"
+    guard_every = 1  # checking a float on the host costs nothing here
+
+    def __init__(self, vae: VAE, x_train: Any, y_train: Any = None, *,
+                 options: TrainingOptions | None = None, **option_values: Any) -> None:
+        self.options = TrainingOptions.given(options, **option_values)
+        self.vae = vae
+        self.config = vae.config
+        self.x_train = np.array(vae.check_x(x_train, "x_train"))  # a copy: ours to index
+        self.y_train = check_labels(vae, y_train, len(self.x_train), "y_train")
+        self.steps_done = 0
+        # A stream of its own: VAE(seed=s) draws its initial weights from default_rng(s),
+        # and training noise must not replay those very numbers.
+        self.rng = np.random.default_rng([self.options.seed, TRAIN_STREAM])
+        self.opt = OPTIMIZERS[self.options.optimizer](vae.params, self.options.lr)
+        self.order = None
+
+    def start_epoch(self) -> int:
+        self.order = self.rng.permutation(len(self.x_train))
+        return self.steps_per_epoch()
+
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.x_train) // self.options.batch_size)
+
+    def step(self, i: int) -> tuple[float, float, float]:
+        size = self.options.batch_size
+        idx = self.order[i * size : (i + 1) * size]
+        x = self.x_train[idx]
+        y = None if self.y_train is None else self.y_train[idx]
+        if self.options.binarize:
+            x = binarize_pixels(x, self.rng)
+        eps = self.rng.standard_normal(self.vae.bottleneck.noise_shape(len(x)),
+                                       dtype=self.vae.dtype)
+        beta = warmup_beta(self.config.beta, self.steps_done, self.options.kl_warmup)
+        terms, grads = self.vae.loss_and_grads(x, eps, y, beta=beta)
+        self.steps_done += 1
+        try:
+            self.opt.step(grads)
+        except NonFiniteGradientError:  # the optimizer refused: NaN never reaches the params
+            return (float("nan"), terms.recon, terms.kl)
+        return (terms.loss, terms.recon, terms.kl)
+
+    def to_floats(self, pending: list) -> np.ndarray:
+        return np.array(pending, dtype=np.float64).reshape(-1, 3)
+
+    def check_x(self, x: Any, name: str = "x") -> np.ndarray:
+        return self.vae.check_x(x, name)
+
+    def check_y(self, y: Any, n: int, name: str = "y") -> np.ndarray | None:
+        return check_labels(self.vae, y, n, name)
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray | None = None) -> tuple[float, float, float]:
+        return negative_elbo(self.vae, x, seed=EVAL_SEED, y=y)
+
+    def to_vae(self) -> VAE:
+        return self.vae
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state, the generator's state (JSON), steps taken and the current
+        epoch's order: with the parameters, all that the next step depends on."""
+        return {
+            "optimizer": self.opt.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "steps_done": self.steps_done,
+            "order": None if self.order is None else self.order.copy(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; everything is checked before anything changes."""
+        if not isinstance(state, dict) or set(state) != {"optimizer", "rng", "steps_done",
+                                                          "order"}:
+            raise ValueError("not a NumpyBackend state: expected optimizer, rng, steps_done, "
+                             f"order; got {sorted(state) if isinstance(state, dict) else state}")
+        probe = type(self.rng.bit_generator)()
+        try:
+            probe.state = state["rng"]
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"the saved random-generator state is unusable: {err}") from None
+        order = check_order(state["order"], len(self.x_train))
+        steps_done = check_steps_done(state["steps_done"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.rng.bit_generator.state = probe.state
+        self.order = None if order is None else order.astype(np.int64)
+        self.steps_done = steps_done
+
+
+# --- the loop's bookkeeping ----------------------------------------------------------------------
 
 
 class TrainingDiverged(FloatingPointError):
@@ -101,144 +205,26 @@ class History:
     test_kl: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, list]:
         return {k: list(v) for k, v in self.__dict__.items()}
 
+    def record_train(self, epoch: int, values: np.ndarray, seconds: float) -> str:
+        """Add an epoch from its steps' (loss, recon, kl) rows; returns its log line so far."""
+        loss, recon, kl = values.mean(axis=0) if len(values) else (np.nan,) * 3
+        self.epoch.append(epoch)
+        self.train_loss.append(float(loss))
+        self.train_recon.append(float(recon))
+        self.train_kl.append(float(kl))
+        self.train_nelbo.append(float(recon + kl))
+        self.seconds.append(seconds)
+        return f"epoch {epoch:3d}  train -ELBO {recon + kl:8.2f}"
 
-def check_labels(vae, y, n, name="y"):
-    """Labels for ``vae``: y (n,) integers in 0..K-1 for a conditional model, returned as
-    an int64 copy; None for an unconditional one (which refuses labels). ValueError else."""
-    vae._check_y(y, n, name)
-    return None if y is None else np.array(y, dtype=np.int64)
-
-
-class NumpyBackend:
-    """The hand-written VAE and optimizer on the CPU.
-
-    vae: a :class:`~vae_from_scratch.vae.VAE`; x_train (N, D); y_train (N,) the labels of
-    a conditional model, shuffled and batched with the images. The seed drives both the
-    shuffling and the noise eps, so a run repeats bit for bit.
-    """
-
-    name = "numpy"
-    guard_every = 1  # checking a float on the host costs nothing here
-
-    def __init__(
-        self,
-        vae,
-        x_train,
-        y_train=None,
-        *,
-        lr=1e-3,
-        batch_size=128,
-        seed=0,
-        optimizer="adam",
-        binarize=False,
-        kl_warmup=0,
-    ):
-        self.vae = vae
-        self.config = vae.config
-        self.x_train = np.array(vae._check_x(x_train, "x_train"))  # a copy: ours to index
-        self.y_train = check_labels(vae, y_train, len(self.x_train), "y_train")
-        self.batch_size = check_batch_size(batch_size)
-        self.binarize = check_binarize(binarize)
-        self.kl_warmup = check_kl_warmup(kl_warmup)  # steps for the KL weight to reach beta
-        self.steps_done = 0
-        # A stream of its own: VAE(seed=s) draws its initial weights from default_rng(s),
-        # and training noise must not replay those very numbers.
-        self.rng = np.random.default_rng([seed, TRAIN_STREAM])
-        if optimizer == "adam":
-            self.opt = Adam(vae.params, lr=lr)
-        elif optimizer == "sgd":
-            self.opt = SGD(vae.params, lr=lr, momentum=0.9)
-        else:
-            raise ValueError(f"unknown optimizer {optimizer!r}; expected adam or sgd")
-        self.order = None
-
-    def start_epoch(self):
-        self.order = self.rng.permutation(len(self.x_train))
-        return self.steps_per_epoch()
-
-    def steps_per_epoch(self):
-        return -(-len(self.x_train) // self.batch_size)
-
-    def step(self, i):
-        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        x = self.x_train[idx]
-        y = None if self.y_train is None else self.y_train[idx]
-        if self.binarize:
-            x = binarize_pixels(x, self.rng)
-        eps = self.rng.standard_normal((len(x), self.vae.latent_dim), dtype=self.vae.dtype)
-        beta = warmup_beta(self.vae.config.beta, self.steps_done, self.kl_warmup)
-        terms, grads = self.vae.loss_and_grads(x, eps, y, beta=beta)
-        self.steps_done += 1
-        try:
-            self.opt.step(grads)
-        except NonFiniteGradientError:  # the optimizer refused: NaN never reaches the params
-            return (float("nan"), terms.recon, terms.kl)
-        return (terms.loss, terms.recon, terms.kl)
-
-    def to_floats(self, pending):
-        return np.array(pending, dtype=np.float64).reshape(-1, 3)
-
-    def check_x(self, x, name="x"):
-        return self.vae._check_x(x, name)
-
-    def check_y(self, y, n, name="y"):
-        return check_labels(self.vae, y, n, name)
-
-    def evaluate(self, x, y=None):
-        return negative_elbo(self.vae, x, seed=EVAL_SEED, y=y)
-
-    def to_vae(self):
-        return self.vae
-
-    def state_dict(self):
-        """The optimizer's state, the generator's state (JSON), steps taken and the current
-        epoch's order: with the parameters, all that the next step depends on."""
-        return {
-            "optimizer": self.opt.state_dict(),
-            "rng": self.rng.bit_generator.state,
-            "steps_done": self.steps_done,
-            "order": None if self.order is None else self.order.copy(),
-        }
-
-    def load_state_dict(self, state):
-        """Restore a :meth:`state_dict`; everything is checked before anything changes."""
-        if not isinstance(state, dict) or set(state) != {"optimizer", "rng", "steps_done",
-                                                          "order"}:
-            raise ValueError("not a NumpyBackend state: expected optimizer, rng, steps_done, "
-                             f"order; got {sorted(state) if isinstance(state, dict) else state}")
-        probe = type(self.rng.bit_generator)()
-        try:
-            probe.state = state["rng"]
-        except (TypeError, ValueError, KeyError) as err:
-            raise ValueError(f"the saved random-generator state is unusable: {err}") from None
-        order = check_order(state["order"], len(self.x_train))
-        steps_done = check_steps_done(state["steps_done"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.rng.bit_generator.state = probe.state
-        self.order = None if order is None else order.astype(np.int64)
-        self.steps_done = steps_done
-
-
-def warmup_beta(beta, step, warmup_steps):
-    """KL warm-up: the KL weight grows linearly from 0 to ``beta`` over ``warmup_steps``."""
-    if warmup_steps <= 0:
-        return beta
-    return beta * min(1.0, (step + 1) / warmup_steps)
-
-
-def _divergence_message(step, epoch, values, beta, lr_hint):
-    loss, recon, kl = values
-    bad = [n for n, v in (("reconstruction", recon), ("KL", kl)) if not np.isfinite(v)]
-    which = " and ".join(bad) if bad else "gradient"
-    return (
-        f"training diverged at epoch {epoch}, step {step}: the {which} term became "
-        f"non-finite (loss={loss}, recon={recon}, kl={kl}). Likely fix: lower the learning "
-        f"rate ({lr_hint}), or check the input data for NaN/inf and the pixel range; with "
-        f"beta={beta} a smaller beta or KL warm-up can also help."
-    )
+    def record_test(self, nelbo: float, recon: float, kl: float) -> str:
+        """Add the epoch's test figures; returns their part of the log line."""
+        self.test_nelbo.append(float(nelbo))
+        self.test_recon.append(float(recon))
+        self.test_kl.append(float(kl))
+        return f"  test -ELBO {nelbo:8.2f} (recon {recon:7.2f}, KL {kl:6.2f})"
 
 
 @dataclass
@@ -259,7 +245,16 @@ class LoopState:
     global_step: int = 0
     stopped: bool = False
 
-    def to_dict(self):
+    def stop_inside(self, step: int, rows: list[np.ndarray], global_step: int) -> None:
+        """Stopped after ``step`` steps of the next epoch, whose values are ``rows``."""
+        self.step, self.partial = step, np.concatenate(rows)
+        self.global_step, self.stopped = global_step, True
+
+    def finish_epoch(self, epoch: int, global_step: int) -> None:
+        self.epochs_done, self.step, self.partial = epoch, 0, np.zeros((0, 3))
+        self.global_step = global_step
+
+    def to_dict(self) -> dict[str, Any]:
         """JSON values and one array (``partial``): what a state file stores."""
         return {
             "history": self.history.as_dict(),
@@ -270,7 +265,7 @@ class LoopState:
         }
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: dict[str, Any]) -> LoopState:
         """The inverse of :meth:`to_dict`, checked: ValueError if the pieces disagree."""
         try:
             history = History(**{k: list(v) for k, v in d["history"].items()})
@@ -290,24 +285,87 @@ class LoopState:
         return loop
 
 
-def _check_epochs(epochs):
-    return _check_count(epochs, 0, "epochs must be an integer >= 0")
+class NanGuard:
+    """Turns the backend's pending step values into floats every ``every`` steps (one host
+    sync each) and raises :class:`TrainingDiverged` at the first non-finite one, naming
+    the step and a likely fix (``lr_hint``)."""
+
+    def __init__(self, backend: Any, every: int, lr_hint: str) -> None:
+        self.backend, self.every, self.lr_hint = backend, every, lr_hint
+
+    def due(self, pending: list) -> bool:
+        return len(pending) >= self.every
+
+    def check(self, pending: list, epoch: int, global_step: int) -> np.ndarray:
+        """The pending steps' (loss, recon, kl) rows (n, 3), all finite; ``global_step``
+        counts the last of them."""
+        values = self.backend.to_floats(pending)
+        bad = ~np.all(np.isfinite(values), axis=1)
+        if bad.any():
+            first = int(np.argmax(bad))
+            step = global_step - len(pending) + first + 1
+            raise TrainingDiverged(self._message(step, epoch, values[first]))
+        return values
+
+    def _message(self, step: int, epoch: int, values: np.ndarray) -> str:
+        loss, recon, kl = values
+        bad = [n for n, v in (("reconstruction", recon), ("KL", kl)) if not np.isfinite(v)]
+        which = " and ".join(bad) if bad else "gradient"
+        beta = self.backend.config.beta
+        return (
+            f"training diverged at epoch {epoch}, step {step}: the {which} term became "
+            f"non-finite (loss={loss}, recon={recon}, kl={kl}). Likely fix: lower the learning "
+            f"rate ({self.lr_hint}), or check the input data for NaN/inf and the pixel range; "
+            f"with beta={beta} a smaller beta or KL warm-up can also help."
+        )
+
+
+def _train_epoch(backend: Any, epoch: int, loop: LoopState, guard: NanGuard,
+                 stop: Callable[[], bool] | None) -> np.ndarray | None:
+    """The steps of one epoch -> their (loss, recon, kl) rows (n, 3). None when ``stop()``
+    ended the epoch early; ``loop`` then says where (:meth:`LoopState.stop_inside`)."""
+    if loop.step == 0:
+        n_steps, rows = backend.start_epoch(), []
+    else:  # resuming inside an epoch: the backend holds its order
+        n_steps, rows = backend.steps_per_epoch(), [loop.partial]
+    global_step, pending = loop.global_step, []
+    for i in range(loop.step, n_steps):
+        pending.append(backend.step(i))
+        global_step += 1
+        last = i == n_steps - 1
+        stopping = not last and stop is not None and stop()
+        if guard.due(pending) or last or stopping:
+            rows.append(guard.check(pending, epoch, global_step))
+            pending = []
+        if stopping:
+            loop.stop_inside(i + 1, rows, global_step)
+            return None
+    loop.global_step = global_step
+    return np.concatenate(rows) if rows else np.zeros((0, 3))
+
+
+def _progress_bar(progress: bool | None, epochs: int, done: int, name: str) -> Any:
+    if not (sys.stderr.isatty() if progress is None else progress):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=epochs, initial=done, desc=f"train ({name})", unit="epoch")
 
 
 def fit(
-    backend,
-    x_test=None,
-    epochs=50,
+    backend: Any,
+    x_test: Any = None,
+    epochs: int = 50,
     *,
-    y_test=None,
-    progress=None,
-    log=None,
-    guard_every=None,
-    lr_hint="try --lr 3e-4",
-    loop=None,
-    on_epoch_end=None,
-    stop=None,
-):
+    y_test: Any = None,
+    progress: bool | None = None,
+    log: Callable[[str], Any] | None = None,
+    guard_every: int | None = None,
+    lr_hint: str = "try --lr 3e-4",
+    loop: LoopState | None = None,
+    on_epoch_end: Callable[[LoopState], Any] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> History:
     """Train until ``epochs`` epochs are done and return the :class:`History`.
 
     ``x_test`` (and ``y_test``, its labels for a conditional model) is evaluated after
@@ -323,78 +381,30 @@ def fit(
     steps for NaN and returns at once with ``loop.stopped`` set; an epoch whose last step
     was taken is finished first. ``x_test`` is checked before the first step.
     """
-    epochs = _check_epochs(epochs)
+    epochs = count(epochs, "epochs", "an integer >= 0")
     loop = LoopState() if loop is None else loop
     if loop.epochs_done > epochs:
         raise ValueError(f"the run has done {loop.epochs_done} epochs already, more than {epochs}")
     if x_test is not None:
         x_test = backend.check_x(x_test, "x_test")
         y_test = backend.check_y(y_test, len(x_test), "y_test")
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if guard_every is None:
-        guard_every = backend.guard_every
-    history = loop.history
-    beta = backend.config.beta
-    global_step = loop.global_step
+    guard = NanGuard(backend, backend.guard_every if guard_every is None else guard_every,
+                     lr_hint)
+    bar = _progress_bar(progress, epochs, loop.epochs_done, backend.name)
     loop.stopped = False
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epochs, initial=loop.epochs_done, desc=f"train ({backend.name})",
-                   unit="epoch")
     for epoch in range(loop.epochs_done + 1, epochs + 1):
         if stop is not None and stop():
             loop.stopped = True
             break
-        t0 = time.perf_counter()
-        if loop.step == 0:
-            n_steps, rows = backend.start_epoch(), []
-        else:  # resuming inside an epoch: the backend holds its order
-            n_steps, rows = backend.steps_per_epoch(), [loop.partial]
-        pending = []
-        for i in range(loop.step, n_steps):
-            pending.append(backend.step(i))
-            global_step += 1
-            last = i == n_steps - 1
-            stopping = not last and stop is not None and stop()
-            if len(pending) >= guard_every or last or stopping:
-                values = backend.to_floats(pending)
-                bad = ~np.all(np.isfinite(values), axis=1)
-                if bad.any():
-                    first = int(np.argmax(bad))
-                    step = global_step - len(pending) + first + 1
-                    raise TrainingDiverged(
-                        _divergence_message(step, epoch, values[first], beta, lr_hint)
-                    )
-                rows.append(values)
-                pending = []
-            if stopping:
-                loop.step, loop.partial = i + 1, np.concatenate(rows)
-                loop.global_step, loop.stopped = global_step, True
-                break
-        if loop.stopped:
+        start = time.perf_counter()
+        values = _train_epoch(backend, epoch, loop, guard, stop)
+        if values is None:  # stopped inside the epoch
             break
-        values = np.concatenate(rows) if rows else np.zeros((0, 3))
-        seconds = time.perf_counter() - t0
-        loss, recon, kl = values.mean(axis=0) if len(values) else (np.nan,) * 3
-        history.epoch.append(epoch)
-        history.train_loss.append(float(loss))
-        history.train_recon.append(float(recon))
-        history.train_kl.append(float(kl))
-        history.train_nelbo.append(float(recon + kl))
-        history.seconds.append(seconds)
-        line = f"epoch {epoch:3d}  train -ELBO {recon + kl:8.2f}"
+        line = loop.history.record_train(epoch, values, time.perf_counter() - start)
         if x_test is not None:
-            nelbo, t_recon, t_kl = backend.evaluate(x_test, y_test)
-            history.test_nelbo.append(float(nelbo))
-            history.test_recon.append(float(t_recon))
-            history.test_kl.append(float(t_kl))
-            line += f"  test -ELBO {nelbo:8.2f} (recon {t_recon:7.2f}, KL {t_kl:6.2f})"
-        line += f"  {seconds:6.2f} s"
-        loop.epochs_done, loop.step, loop.partial = epoch, 0, np.zeros((0, 3))
-        loop.global_step = global_step
+            line += loop.history.record_test(*backend.evaluate(x_test, y_test))
+        line += f"  {loop.history.seconds[-1]:6.2f} s"
+        loop.finish_epoch(epoch, loop.global_step)
         if bar is not None:
             bar.update(1)
             bar.set_postfix_str(line.split("  ", 1)[1])
@@ -404,4 +414,4 @@ def fit(
             on_epoch_end(loop)
     if bar is not None:
         bar.close()
-    return history
+    return loop.history

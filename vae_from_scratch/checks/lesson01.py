@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from vae_from_scratch import autoencoder
-from vae_from_scratch.checks.core import Case, Checker, compare_values
+from vae_from_scratch.checks.core import Case, Checker
+from vae_from_scratch.checks.values import compare_values
 
 # -- references ------------------------------------------------------------------------------
 

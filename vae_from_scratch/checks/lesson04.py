@@ -36,12 +36,13 @@ def _score_function_gradient(f, mu, log_var, eps):
     return np.mean(fz * eps / std, axis=0), np.mean(fz * 0.5 * (eps * eps - 1.0), axis=0)
 
 
-def sum_of_squares(z):
+def sum_of_squares(z: np.ndarray) -> np.ndarray:
     """f(z) = sum_j z_j^2, (S, L) -> (S,)."""
     return np.sum(z * z, axis=-1)
 
 
-def sine_of_sum(z):
+def sine_of_sum(z: np.ndarray) -> np.ndarray:
+
     """f(z) = sin(sum_j z_j), (S, L) -> (S,)."""
     return np.sin(np.sum(z, axis=-1))
 

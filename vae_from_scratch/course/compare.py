@@ -11,24 +11,20 @@ Three measurements, each printed as a small table:
 3. the time of one training epoch on the embedded set (4,000 digits, batch 128) with the
    NumPy backend, the torch backend on the CPU, and on the GPU when there is one.
 
-Importing this module imports torch.
+The torch side is the mirror of :mod:`vae_from_scratch.torch_vae`, imported when the
+comparison runs (so this module imports without PyTorch).
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-import torch
 
 from vae_from_scratch.data import load_mnist
 from vae_from_scratch.gradcheck import rel_error
 from vae_from_scratch.optim import Adam
-from vae_from_scratch.torch_vae import (
-    TorchBackend,
-    TorchVAE,
-    resolve_device,
-)
 from vae_from_scratch.train import NumpyBackend, fit
 from vae_from_scratch.vae import VAE
 
@@ -38,11 +34,13 @@ LR = 1e-3
 PRINT_EVERY = 25
 
 
-def _parity(vae, x, eps, device, y=None):
-    """Relative differences of loss terms and gradients for one batch."""
+def _parity(tv: Any, vae: VAE, x: np.ndarray, eps: np.ndarray, device: Any,
+            y: np.ndarray | None = None) -> dict[str, Any]:
+    """Relative differences of loss terms and gradients for one batch (``tv``: the
+    torch_vae package)."""
     terms_np, grads_np = vae.loss_and_grads(x, eps, y)
-    tvae = TorchVAE.from_numpy(vae, device=device)
-    terms = tvae.loss(torch.from_numpy(x).to(device), torch.from_numpy(eps).to(device), y)
+    tvae = tv.TorchVAE.from_numpy(vae, device=device)
+    terms = tvae.loss(x, eps, y)
     terms.loss.backward()
     out = {
         field: rel_error(getattr(terms_np, field), float(getattr(terms, field).detach()))
@@ -56,12 +54,14 @@ def _parity(vae, x, eps, device, y=None):
     return out
 
 
-def _trajectory(model, seed, steps, x_train, y_train, device, print_fn):
+def _trajectory(tv: Any, model: dict, seed: int, steps: int, x_train: np.ndarray,
+                y_train: np.ndarray | None, device: Any,
+                print_fn: Callable[[str], Any]) -> dict[str, Any]:
     """Adam on both models in float64 over the same batches and noise."""
     vae = VAE(**model, seed=seed, dtype=np.float64)
-    tvae = TorchVAE.from_numpy(vae, device=device)
+    tvae = tv.TorchVAE.from_numpy(vae, device=device)
     opt_np = Adam(vae.params, lr=LR)
-    opt_t = torch.optim.Adam(tvae.parameters(), lr=LR)
+    opt_t = tv.torch_adam(list(tvae.parameters()), LR, fused=False)
     rng = np.random.default_rng(seed + 1)
     x_all = x_train.astype(np.float64)
     order, pos = rng.permutation(len(x_all)), 0
@@ -77,7 +77,7 @@ def _trajectory(model, seed, steps, x_train, y_train, device, print_fn):
         terms_np, grads = vae.loss_and_grads(x, eps, y)
         opt_np.step(grads)
         opt_t.zero_grad(set_to_none=True)
-        terms_t = tvae.loss(torch.from_numpy(x).to(device), torch.from_numpy(eps).to(device), y)
+        terms_t = tvae.loss(x, eps, y)
         terms_t.loss.backward()
         opt_t.step()
         if step % PRINT_EVERY == 0 or step == steps or step == 1:
@@ -97,13 +97,15 @@ def _trajectory(model, seed, steps, x_train, y_train, device, print_fn):
     return record
 
 
-def _epoch_seconds(make_backend):
+def _epoch_seconds(make_backend: Callable[[], Any]) -> float:
     """Seconds of the second of two epochs (the first warms caches and kernels up)."""
     history = fit(make_backend(), epochs=2, progress=False)
     return history.seconds[-1]
 
 
-def run_compare(seed=0, steps=200, device=None, print_fn=print, conditional=False, **options):
+def run_compare(seed: int = 0, steps: int = 200, device: Any = None,
+                print_fn: Callable[[str], Any] = print, conditional: bool = False,
+                **options: Any) -> dict[str, Any]:
     """Compare the NumPy and PyTorch VAEs; print three tables and return the figures.
 
     ``device``: where the torch model runs (default: CUDA, else MPS, else the CPU). The
@@ -116,10 +118,12 @@ def run_compare(seed=0, steps=200, device=None, print_fn=print, conditional=Fals
     final relative difference of each parameter and their maximum) and ``epoch_seconds``
     (numpy, torch_cpu, and torch_<device> for a GPU).
     """
+    from vae_from_scratch import torch_vae as tv
+
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    device = resolve_device(device)  # a device this machine lacks: ValueError naming those it has
-    device64 = torch.device("cpu") if device.type == "mps" else device
+    device = tv.resolve_device(device)  # one this machine lacks: ValueError naming those it has
+    device64 = tv.resolve_device("cpu") if device.type == "mps" else device
     data = load_mnist()
     model = {**MODEL, **options, "n_classes": 10 if conditional else None}
     y_train = data.y_train if conditional else None
@@ -129,7 +133,7 @@ def run_compare(seed=0, steps=200, device=None, print_fn=print, conditional=Fals
     eps = rng.standard_normal((BATCH_SIZE, MODEL["latent_dim"]))
     reference = VAE(**model, seed=seed)  # its repr, parameter shapes and configuration
     print_fn(f"NumPy VAE vs PyTorch VAE: {reference!r}, seed {seed}")
-    print_fn(f"torch {torch.__version__} on {device}\n")
+    print_fn(f"torch {tv.torch_version()} on {device}\n")
 
     print_fn(
         f"1. One batch of {BATCH_SIZE} digits, the same parameters and the same noise eps.\n"
@@ -138,7 +142,8 @@ def run_compare(seed=0, steps=200, device=None, print_fn=print, conditional=Fals
     parity = {}
     for dtype, dev in ((np.float64, device64), (np.float32, device)):
         vae = VAE(**model, seed=seed, dtype=dtype)
-        parity[np.dtype(dtype).name] = _parity(vae, x.astype(dtype), eps.astype(dtype), dev, y)
+        parity[np.dtype(dtype).name] = _parity(tv, vae, x.astype(dtype), eps.astype(dtype), dev,
+                                               y)
     p64, p32 = parity["float64"], parity["float32"]
     shapes = reference.param_shapes()
     print_fn(f"   {'':26} {'shape':>12} {'float64':>10} {'float32':>10}")
@@ -157,7 +162,7 @@ def run_compare(seed=0, steps=200, device=None, print_fn=print, conditional=Fals
         f"2. {steps} Adam steps (lr {LR:g}, batch {BATCH_SIZE}, float64) from the same start, "
         "on the same batches with the same noise:"
     )
-    trajectory = _trajectory(model, seed, steps, data.x_train, y_train, device64, print_fn)
+    trajectory = _trajectory(tv, model, seed, steps, data.x_train, y_train, device64, print_fn)
     print_fn(
         f"   parameters after {steps} steps: largest relative difference "
         f"{trajectory['final_max_param_rel']:.1e}\n"
@@ -175,7 +180,7 @@ def run_compare(seed=0, steps=200, device=None, print_fn=print, conditional=Fals
         )
 
     def torch_backend(dev):
-        return lambda: TorchBackend(
+        return lambda: tv.TorchBackend(
             VAE(**model, seed=seed), x_train, y_train, lr=LR, batch_size=BATCH_SIZE, seed=seed,
             device=dev,
         )
@@ -193,18 +198,8 @@ def run_compare(seed=0, steps=200, device=None, print_fn=print, conditional=Fals
         "model": reference.config.to_dict(),
         "steps": steps,
         "device": str(device),
-        "torch_version": torch.__version__,
+        "torch_version": tv.torch_version(),
         "parity": parity,
         "trajectory": trajectory,
         "epoch_seconds": seconds,
     }
-
-
-def _main():  # python -m vae_from_scratch.compare
-    start = time.perf_counter()
-    run_compare()
-    print(f"\n(done in {time.perf_counter() - start:.1f} s)")
-
-
-if __name__ == "__main__":
-    _main()

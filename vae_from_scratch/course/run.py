@@ -16,7 +16,7 @@ A folder is a run's when it holds ``run.json`` (or, from versions before the man
 only the files such a run wrote). A new run goes into a new or empty folder; a folder
 holding a run is refused unless ``--overwrite``, which first removes the files its manifest
 lists and refuses if the folder holds anything else. Every file is written atomically
-(:mod:`vae_from_scratch.files`), and its name is recorded in the manifest before it is
+(:mod:`vae_from_scratch.course.files`), and its name is recorded in the manifest before it is
 written, so the manifest never misses a file of the run. Leftover temporary files of a
 killed process are removed when a run starts or resumes. While a run trains, its folder
 is locked against a second process (where the system has ``fcntl``).
@@ -32,17 +32,25 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vae_from_scratch.checkpoint import (
+from vae_from_scratch.config import VAEConfig
+from vae_from_scratch.course.checkpoint import (
     CheckpointError,
     json_default,
     read_state,
     save_checkpoint,
     save_state,
 )
-from vae_from_scratch.files import atomic_write_text, remove_stale_temporaries, stale_temporaries
+from vae_from_scratch.course.files import (
+    atomic_write_text,
+    remove_stale_temporaries,
+    save_figures,
+    stale_temporaries,
+)
+from vae_from_scratch.vae import VAE
 
 MANIFEST = "run.json"
 STATE = "state.safetensors"
@@ -79,7 +87,7 @@ def _plain_name(name):
     )
 
 
-def read_manifest(folder):
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     """The manifest of the run in ``folder`` (a dict), checked: RunFolderError if broken."""
     path = Path(folder) / MANIFEST
     try:
@@ -125,7 +133,7 @@ def _describe(manifest):
     return f"a {manifest['status']} run"
 
 
-def check_new(folder, overwrite=False):
+def check_new(folder: str | os.PathLike, overwrite: bool = False) -> list[Path]:
     """Check ``folder`` as the output of a new run, writing nothing (but a probe).
 
     Returns the paths ``--overwrite`` must remove. RunFolderError (one line) when the path
@@ -178,7 +186,7 @@ def check_new(folder, overwrite=False):
     return [path / name for name in names] + ([path / MANIFEST] if MANIFEST in entries else [])
 
 
-def data_fingerprint(*arrays):
+def data_fingerprint(*arrays: np.ndarray) -> str:
     """SHA-256 of arrays' dtypes, shapes and bytes: a resumed run checks it sees the same data."""
     digest = hashlib.sha256()
     for a in arrays:
@@ -195,7 +203,7 @@ class Run:
     context manager, or call :meth:`close`, to release the folder's lock.
     """
 
-    def __init__(self, folder, manifest):
+    def __init__(self, folder: str | os.PathLike, manifest: dict[str, Any]) -> None:
         self.folder = Path(folder)
         self.manifest = manifest
         self._lock = None
@@ -203,7 +211,7 @@ class Run:
     # --- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, folder, overwrite=False):
+    def create(cls, folder: str | os.PathLike, overwrite: bool = False) -> Run:
         """Start a new run in ``folder`` (checked again; with ``overwrite`` the previous
         run's files are removed first)."""
         removals = check_new(folder, overwrite)
@@ -221,7 +229,7 @@ class Run:
         return run
 
     @classmethod
-    def reopen(cls, folder):
+    def reopen(cls, folder: str | os.PathLike) -> Run:
         """Open the run in ``folder`` to continue it: RunFolderError if there is none."""
         folder = Path(folder)
         if not folder.is_dir():
@@ -242,7 +250,7 @@ class Run:
         self._lock = _lock_folder(self.folder)
         remove_stale_temporaries(self.folder)
 
-    def close(self):
+    def close(self) -> None:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
@@ -256,10 +264,10 @@ class Run:
     # --- files -----------------------------------------------------------------------------
 
     @property
-    def status(self):
+    def status(self) -> str:
         return self.manifest["status"]
 
-    def set_status(self, status):
+    def set_status(self, status: str) -> None:
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         self.manifest["status"] = status
@@ -269,19 +277,26 @@ class Run:
         text = json.dumps(self.manifest, indent=2, sort_keys=True) + "\n"
         atomic_write_text(self.folder / MANIFEST, text)
 
-    def expect(self, *names):
+    def expect(self, *names: str) -> None:
         """Record ``names`` in the manifest before the files are written."""
         new = [name for name in names if name not in self.manifest["files"]]
         if new:
             self.manifest["files"] = sorted({*self.manifest["files"], *new})
             self._write_manifest()
 
-    def write_json(self, name, obj):
+    def write_json(self, name: str, obj: Any) -> Path:
         self.expect(name)
         text = json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n"
         return atomic_write_text(self.folder / name, text)
 
-    def save(self, vae, state, metadata, checkpoint_metadata):
+    def write_figures(self, figures: dict) -> list[Path]:
+        """Write {name: Figure} as ``name.png`` (recorded in the manifest first) and close
+        them; returns the paths."""
+        self.expect(*(f"{name}.png" for name in figures))
+        return save_figures(figures, self.folder)
+
+    def save(self, vae: VAE, state: dict[str, Any], metadata: dict[str, Any],
+             checkpoint_metadata: dict[str, Any]) -> None:
         """Save the resume point (``state.safetensors``: the params, ``state`` tree and
         ``metadata``), then the model (``checkpoint.safetensors``). Each write is atomic;
         resuming reads only the state, so a crash between the two costs nothing."""
@@ -289,7 +304,7 @@ class Run:
         save_state(self.folder / STATE, vae, state, metadata)
         save_checkpoint(self.folder / CHECKPOINT, vae, checkpoint_metadata)
 
-    def load(self):
+    def load(self) -> tuple[dict[str, np.ndarray], VAEConfig, Any, dict]:
         """(params, VAEConfig, state tree, metadata) of the saved resume point."""
         try:
             return read_state(self.folder / STATE)
@@ -330,7 +345,7 @@ class StopRequest:
     its handler on entry and restores the previous one on exit (main thread only).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.requested = False
         self._previous = None
 
@@ -353,7 +368,8 @@ class StopRequest:
             self._previous = None
 
 
-def versions():
+def versions() -> dict[str, str]:
+
     """The versions that decide the last bits of a run's numbers."""
     import numpy
 

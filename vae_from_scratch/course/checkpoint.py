@@ -15,7 +15,7 @@ activation, a dtype tag) is a :class:`CheckpointError`, never a different model.
 file is written here, not by the safetensors library, so that the same model always gives
 the same bytes (sorted keys, tensors in a fixed order); it is read back with the
 safetensors library, an independent reader of the same format. Files are written
-atomically (:mod:`vae_from_scratch.files`).
+atomically (:mod:`vae_from_scratch.course.files`).
 
 The same format, with ``format`` set to ``vae-from-scratch-state``, holds the state a run
 needs to resume (:func:`save_state`, :func:`read_state`): the parameters plus a tree of
@@ -31,11 +31,13 @@ import json
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vae_from_scratch.files import atomic_write_bytes
-from vae_from_scratch.vae import VAE, VAEConfig, check_params
+from vae_from_scratch.config import VAEConfig
+from vae_from_scratch.course.files import atomic_write_bytes
+from vae_from_scratch.vae import VAE, check_params
 
 FORMAT = "vae-from-scratch"
 STATE_FORMAT = "vae-from-scratch-state"
@@ -78,7 +80,7 @@ def _json(obj, default=None):
                       default=default)
 
 
-def json_default(value):
+def json_default(value: Any) -> bool | int | float:
     """json.dumps' ``default``: NumPy scalars as Python numbers (also for run.py's JSON)."""
     if isinstance(value, np.bool_):
         return bool(value)
@@ -113,7 +115,7 @@ def _header_digest(table, meta):
     return hashlib.sha256(_json({"metadata": rest, "tensors": table}).encode("ascii")).hexdigest()
 
 
-def encode_safetensors(tensors, metadata):
+def encode_safetensors(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
     """The bytes of a checksummed safetensors file: ``tensors`` name -> array, ``metadata``
     name -> str. Deterministic: the same arrays and metadata give the same bytes."""
     arrays = {}
@@ -151,9 +153,19 @@ def _write(path, blob):
     return atomic_write_bytes(path, blob)
 
 
-def save_checkpoint(path, vae, metadata=None):
-    """Write ``vae`` (params and config) to ``path`` atomically. ``metadata``: extra
-    JSON-serializable facts (epoch, backend, metrics) stored in the header."""
+def save_checkpoint(path: str | os.PathLike, model: Any,
+                    metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (params and config) to ``path`` atomically; returns the path.
+
+    ``model``: a NumPy :class:`~vae_from_scratch.vae.VAE`, or a
+    :class:`~vae_from_scratch.torch_vae.TorchVAE` (its parameters are copied to the host;
+    the metadata then says ``backend: "torch"`` unless it says otherwise). Either backend
+    reads the file back. ``metadata``: extra JSON-serializable facts (epoch, backend,
+    metrics) stored in the header."""
+    if hasattr(model, "to_numpy"):  # a TorchVAE
+        vae, metadata = model.to_numpy(), {"backend": "torch", **(metadata or {})}
+    else:
+        vae = model
     header = {
         "format": FORMAT,
         "config": _json(vae.config.to_dict()),
@@ -307,7 +319,7 @@ def _loads(meta, key, path):
         raise CheckpointError(f"{path} has unreadable {key}: {err}") from err
 
 
-def read_checkpoint(path):
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], VAEConfig, dict]:
     """Read ``path`` -> (params dict, VAEConfig, metadata dict), checking every piece."""
     meta, tensors = _read_verified(path, FORMAT)
     config = _config(meta, path)
@@ -315,10 +327,20 @@ def read_checkpoint(path):
     return _params(tensors, config, path), config, metadata
 
 
-def load_vae(path):
+def load_vae(path: str | os.PathLike) -> VAE:
     """Rebuild the NumPy :class:`VAE` stored in ``path``."""
     params, config, _ = read_checkpoint(path)
     return VAE(config=config, params=params)
+
+
+def load_torch_vae(path: str | os.PathLike, device: Any = None, dtype: Any = None) -> Any:
+    """Rebuild a :class:`~vae_from_scratch.torch_vae.TorchVAE` from a checkpoint written by
+    either backend. The device is checked (``resolve_device``) before the file is read."""
+    from vae_from_scratch.torch_vae import TorchVAE, resolve_device
+
+    device = resolve_device(device)
+    params, config, _ = read_checkpoint(path)
+    return TorchVAE(config=config, params=params, device=device, dtype=dtype)
 
 
 # --- the state of a run -------------------------------------------------------------------
@@ -352,7 +374,8 @@ def _unflatten(tree, tensors):
     return tree
 
 
-def save_state(path, vae, state, metadata=None):
+def save_state(path: str | os.PathLike, vae: VAE, state: dict[str, Any],
+               metadata: dict[str, Any] | None = None) -> Path:
     """Write what a run needs to resume, atomically: ``vae``'s params and config, ``state``
     (a tree of str-keyed dicts, lists, JSON values and NumPy arrays) and ``metadata``."""
     tensors = {f"param/{name}": value for name, value in vae.params.items()}
@@ -366,7 +389,8 @@ def save_state(path, vae, state, metadata=None):
     return _write(path, encode_safetensors(tensors, header))
 
 
-def read_state(path):
+def read_state(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], VAEConfig, Any, dict]:
+
     """Read a file of :func:`save_state` -> (params, VAEConfig, state tree, metadata)."""
     meta, tensors = _read_verified(path, STATE_FORMAT)
     config = _config(meta, path)

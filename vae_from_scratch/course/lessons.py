@@ -427,17 +427,3 @@ def edited_lessons(solutions_dir: str | Path = "solutions",
     solutions_dir, lessons_dir = Path(solutions_dir), Path(lessons_dir)
     return [lessons_dir / s.name for s in _solutions(solutions_dir)
             if lesson_state(lessons_dir / s.name, s) == EDITED]
-
-
-def _main(argv: list[str] | None = None) -> int:
-    """``python -m vae_from_scratch.lessons build|check [--force]``: ``vae-course lessons``."""
-    import sys
-
-    from vae_from_scratch.cli import main
-
-    args = sys.argv[1:] if argv is None else argv
-    return main(["lessons", *(args or ["check"])])
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

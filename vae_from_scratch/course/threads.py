@@ -6,7 +6,7 @@ anything else they lose a lot, because every product waits for the slowest threa
 core. ``python benchmarks/threads.py`` measures it; the default below is what never lost
 badly there (see ``benchmarks/README.md``).
 
-    from vae_from_scratch.threads import limit_threads
+    from vae_from_scratch.course.threads import limit_threads
     limit_threads()      # the notebooks' first cell; vae-course does it before any work
 
 ``limit_threads(n)`` sets NumPy's BLAS (and any OpenMP pool, through threadpoolctl) to ``n``
