@@ -68,7 +68,7 @@ def _run(script):
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT,
-        timeout=120,
+        timeout=600,  # hang guards, not speed tests: a busy machine may take minutes
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -118,7 +118,7 @@ def test_without_torch_the_torch_commands_fail_with_an_install_hint(tmp_path):
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=120)
+                          env=env, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr
     compare, train, torch_vae = proc.stdout.strip().splitlines()
     assert compare.startswith("2 vae-course compare: error: compare needs PyTorch")
@@ -140,7 +140,7 @@ def test_without_torch_the_torch_notebooks_are_skipped_with_an_install_hint(tmp_
                  for name in TORCH_NOTEBOOKS]
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-q", "-rs",
-         *notebooks], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+         *notebooks], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     summary = proc.stdout.strip().splitlines()[-1]
