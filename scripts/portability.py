@@ -12,13 +12,15 @@ notebooks (README, "Threads").
     python scripts/portability.py --list                # the configurations, and which run here
     python scripts/portability.py                       # the notebooks under every one of them
     python scripts/portability.py --configs sandybridge-2 nehalem-1
+    python scripts/portability.py --configs mixed-2 --paths solutions   # what CI runs
     python scripts/portability.py --tests               # the unit tests too (the whole pytest)
     python scripts/portability.py --out results.json    # and write the table as JSON
 
 Each configuration runs ``pytest lessons solutions`` (``pytest`` with ``--tests``) in a fresh
 process with its environment (with as many pytest-xdist workers as the cores hold at its
 thread count), and the script prints one line per configuration: the BLAS
-kernel the libraries report, the threads, the items passed, failed and skipped, and the time.
+kernel the libraries report, the threads, the items passed, failed and skipped, the
+wall-clock time and the CPU time of pytest and its kernels.
 A kernel this CPU cannot run (SkylakeX without AVX-512) is reported and skipped, not failed.
 It exits 1 if any configuration failed.
 """
@@ -124,26 +126,41 @@ def probe(config: Config) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+NOTEBOOK_FOLDERS = ("lessons", "solutions")
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes (and theirs) so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 _SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|deselected)")
 
 
-def run_pytest(config: Config, tests: bool, extra: list[str]) -> dict:
-    """pytest over the notebooks (and the unit tests) under ``config``: counts and time."""
-    paths = [] if tests else ["lessons", "solutions"]
+def run_pytest(config: Config, tests: bool, extra: list[str],
+               paths: tuple[str, ...] = NOTEBOOK_FOLDERS) -> dict:
+    """pytest over the notebooks in ``paths`` (with ``tests``, the whole pytest) under
+    ``config``: counts, wall-clock time and the CPU time of pytest and its workers and kernels
+    (which a busy machine inflates much less than the wall-clock time)."""
+    paths = [] if tests else list(paths)
     # As many workers as the cores hold at this thread count: two workers of two threads each
     # on two cores would wait for each other (``extra`` may say otherwise: it comes last).
     workers = max(1, (os.cpu_count() or 2) // config.threads)
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers),
            *paths, *extra]
-    start = time.monotonic()
+    start, cpu_start = time.monotonic(), _children_cpu()
     proc = subprocess.run(cmd, env=config.environ(), cwd=ROOT, capture_output=True, text=True)
-    seconds = time.monotonic() - start
+    seconds, cpu = time.monotonic() - start, _children_cpu() - cpu_start
     last = (proc.stdout.strip().splitlines() or [""])[-1]
     counts = {kind.rstrip("s") if kind.startswith("error") else kind: int(n)
               for n, kind in _SUMMARY.findall(last)}
     failed = [line.split(" ", 1)[1].split(" - ")[0] for line in proc.stdout.splitlines()
               if line.startswith(("FAILED ", "ERROR "))]
-    return {"returncode": proc.returncode, "seconds": round(seconds, 1), "counts": counts,
+    return {"returncode": proc.returncode, "seconds": round(seconds, 1),
+            "cpu_seconds": round(cpu, 1), "counts": counts,
             "failed": failed, "summary": last}
 
 
@@ -155,6 +172,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tests", action="store_true",
                         help="run the whole pytest (unit tests too), not only the notebooks")
     parser.add_argument("--out", type=Path, help="write the results to this JSON file")
+    parser.add_argument("--paths", nargs="+", default=list(NOTEBOOK_FOLDERS), metavar="PATH",
+                        help="the notebooks or folders to run (default: lessons solutions)")
     parser.add_argument("pytest_args", nargs="*", help="passed on to pytest (after --)")
     args = parser.parse_args(argv)
     configs = [BY_NAME[n] for n in args.configs] if args.configs else CONFIGS
@@ -167,7 +186,7 @@ def main(argv=None) -> int:
         return 0
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{'configuration':16s} {'BLAS kernel':12s} {'threads':>7s}  {'result':34s} "
-          f"{'time':>7s}   (load average {load:.1f} at the start)", flush=True)
+          f"{'time':>7s} {'CPU':>7s}   (load average {load:.1f} at the start)", flush=True)
     results, ok = [], True
     for config in configs:
         found = probe(config)
@@ -176,7 +195,7 @@ def main(argv=None) -> int:
                   f"skipped: cannot run here ({found['error']})", flush=True)
             results.append({"config": config.name, "skipped": found["error"]})
             continue
-        res = run_pytest(config, args.tests, args.pytest_args)
+        res = run_pytest(config, args.tests, args.pytest_args, tuple(args.paths))
         counts = res["counts"]
         passed = res["returncode"] == 0
         ok &= passed
@@ -185,7 +204,7 @@ def main(argv=None) -> int:
                   f"{counts.get('skipped', 0)} skipped")
         print(f"{config.name:16s} {','.join(found['blas']) or '-':12s} "
               f"{','.join(map(str, found['threads'])):>7s}  {result:34s} "
-              f"{res['seconds']:6.0f}s", flush=True)
+              f"{res['seconds']:6.0f}s {res['cpu_seconds']:6.0f}s", flush=True)
         for name in res["failed"]:
             print(f"    {name}", flush=True)
         results.append({"config": config.name, "env": config.env, "threads": config.threads,
