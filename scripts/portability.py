@@ -12,7 +12,7 @@ notebooks (README, "Threads").
     python scripts/portability.py --list                # the configurations, and which run here
     python scripts/portability.py                       # the notebooks under every one of them
     python scripts/portability.py --configs sandybridge-2 nehalem-1
-    python scripts/portability.py --configs mixed-2 --paths solutions   # what CI runs
+    python scripts/portability.py --configs mixed-1 --paths solutions   # what CI runs
     python scripts/portability.py --tests               # the unit tests too (the whole pytest)
     python scripts/portability.py --out results.json    # and write the table as JSON
 
