@@ -21,6 +21,9 @@
   that release check, since its exercises are done. Its items are skipped, with a reason
   that says the work is safe and how to test the pristine lesson; nothing is written. In a
   clean clone (CI) no lesson is edited and nothing is skipped.
+* Without PyTorch. Unit tests marked ``torch`` are skipped, and so are the notebooks that
+  import torch (or the torch mirror) at the top level of a cell, with a reason that says how
+  to install it; the other notebooks run.
 """
 
 from __future__ import annotations
@@ -199,21 +202,56 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             out.append(checks)
     edited = _edited_lessons({_notebook_file(i) for i in out} - {None})
     for item in out:
+        notebook = _notebook_file(item)
         if torch_missing and item.get_closest_marker("torch"):
             item.add_marker(pytest.mark.skip(reason="PyTorch is not installed"))
+        elif torch_missing and notebook is not None and _needs_torch(Path(notebook.path)):
+            item.add_marker(pytest.mark.skip(reason=_NO_TORCH))
         reason = edited.get(_notebook_file(item))
         if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
     items[:] = out
 
 
-def _what_to_do() -> str:
-    from vae_from_scratch.course.lessons import backup_dir_for
+_NO_TORCH = ("this notebook needs PyTorch, which is not installed: pip install -e '.[torch]' "
+             "(the README's 'No NVIDIA GPU?' gives the smaller CPU-only build)")
 
-    return ("Your work is safe and was not run. To test the pristine lessons, work in your own "
-            "copy (`vae-course start` copies lessons/ into my-lessons/, never overwriting) and "
-            "restore these with `vae-course lessons build --force` (it keeps your versions in "
-            f"{backup_dir_for(ROOT / 'lessons').name}/).")
+
+_MIRROR = "vae_from_scratch.torch_vae"
+_NEEDS_TORCH: dict[Path, bool] = {}
+
+
+def _needs_torch(path: Path) -> bool:
+    """Whether a notebook imports torch (or the torch mirror) outside a try block: at the top
+    level of a code cell. Lessons that only try torch, and say so when it is absent (00,
+    04), run without it."""
+    if path not in _NEEDS_TORCH:
+        import nbformat
+
+        found = False
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type != "code":
+                continue
+            try:
+                body = ast.parse(cell.source).body
+            except SyntaxError:  # IPython magics; not an import of torch either way
+                continue
+            for node in body:
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                else:
+                    continue
+                found |= any(n.split(".")[0] == "torch" or n.startswith(_MIRROR) for n in names)
+        _NEEDS_TORCH[path] = found
+    return _NEEDS_TORCH[path]
+
+
+def _what_to_do() -> str:
+    return ("Your work is safe and was not run. Carry on in your own copy: `vae-course start` "
+            "copies lessons/ into my-lessons/, your edited lessons as they are, and never "
+            "overwrites a file there; `pytest my-lessons/NAME.ipynb` then runs one of yours.")
 
 
 def _edited_reason(lesson: str) -> str:

@@ -58,7 +58,7 @@ def test_a_stub_is_not_done_and_the_reference_is_returned(square_checker, capsys
     assert square_checker(square) is _square
     out = capsys.readouterr().out
     assert out.startswith("○ Exercise 9.1 (square): not done yet.")
-    assert out.count("\n") == 1  # one line
+    assert out.splitlines()[1] == "  now, so the rest of the notebook runs."  # wrapped at a space
     (result,) = core.recorded()
     assert result.status == NOT_DONE
     assert result.detail == "Exercise 9.1: implement square"
@@ -76,11 +76,35 @@ def test_a_wrong_answer_shows_the_case_expected_and_got(square_checker, capsys):
         "      x = [ 1., -2.,  3.]",
         "    expected [1., 4., 9.]",
         "    got      [ 2., -4.,  6.]",
-        "    3 of 3 entries differ (largest difference 8); first at index [0]: expected 1, "
-        "got 2 (rtol=1e-06, atol=1e-08)",
-        "  Using the reference implementation from here on, so the rest of the notebook runs.",
+        "    3 of 3 entries differ (largest difference 8); first at index [0]: expected",
+        "      1, got 2 (rtol=1e-06, atol=1e-08)",
+        "  Using the reference implementation from here on, so the rest of the notebook",
+        "    runs.",
     ]
     assert core.recorded()[0].status == WRONG
+
+
+def test_printed_messages_wrap_at_spaces_never_inside_a_word(square_checker, capsys):
+    for answer in (lambda x: 2 * x, lambda x: x[10]):
+        square_checker(answer)
+    out = capsys.readouterr().out
+    recorded = "\n".join(r.message for r in core.recorded())
+    assert out.split() == recorded.split()  # the same words in the same order, none cut
+    assert max(len(line) for line in out.splitlines()) <= messages.WRAP_WIDTH
+    assert max(len(line) for line in recorded.splitlines()) > messages.WRAP_WIDTH  # it had to
+
+
+def test_wrap_message_leaves_arrays_and_long_words_whole():
+    prose = "    " + " ".join(["word"] * 30)
+    array = "    expected [[" + ", ".join(["0.123456"] * 10) + "],"
+    row = "             [" + ", ".join(["0.123456"] * 10) + "]]"
+    url = "    see " + "x" * 90
+    wrapped = messages.wrap_message("\n".join([prose, array, row, url]), width=40).splitlines()
+    assert all(len(line) <= 40 for line in wrapped[:4])
+    assert wrapped[0].startswith("    word") and wrapped[1].startswith("      word")
+    assert array in wrapped and row in wrapped  # NumPy's layout, as it was
+    assert wrapped[-2:] == ["    see", "      " + "x" * 90]  # too long for any line: whole
+    assert messages.wrap_message("short\n  lines", width=40) == "short\n  lines"
 
 
 def test_wrong_shape_and_exceptions_are_wrong(square_checker):

@@ -254,3 +254,64 @@ def test_the_cli_shows_one_test_digit_of_each_class_and_the_grid_on_the_scatter(
     np.testing.assert_array_equal(shown["x"], ds.x_test[picks])
     np.testing.assert_array_equal(shown["grid"], plots.gaussian_quantile_grid(15))
     assert (tmp_path / "run" / "latent_scatter.png").is_file()
+
+
+def test_loss_curves_tick_whole_epochs_only():
+    h = _history()
+    for e in range(4, 6):  # five epochs: matplotlib alone would tick 1.5, 2.5, ...
+        for name in ("train_loss", "train_nelbo", "train_recon", "train_kl", "test_nelbo",
+                     "test_recon", "test_kl"):
+            getattr(h, name).append(getattr(h, name)[-1] - 1)
+        h.epoch.append(e)
+    fig = plots.loss_curves(h)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert len(ticks) >= 3 and all(t == int(t) for t in ticks), ticks
+
+
+def test_a_saved_grid_of_samples_has_no_blank_strip(tmp_path):
+    images = np.random.default_rng(0).random((50, 784))  # 5 rows of 10: wider than tall
+    (path,) = save_figures({"samples": plots.samples(images)}, tmp_path)
+    png = matplotlib.image.imread(path)[..., :3]
+    blank = np.all(png > 0.99, axis=(1, 2))  # rows of white pixels only
+    bottom = len(blank) - np.flatnonzero(~blank)[-1] - 1
+    assert bottom <= 0.05 * 150 + 1, f"{bottom} blank rows at the bottom"  # the pad alone
+
+
+def test_a_conditional_models_manifold_has_one_panel_per_label():
+    vae = VAE(16, (5,), 2, n_classes=3, seed=0, dtype=np.float64)
+    fig = plots.latent_manifold(vae, n=4)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in panels] == ["label 0", "label 1", "label 2"]
+    q = plots.gaussian_quantile_grid(4)
+    for k, ax in enumerate(panels):
+        img = np.asarray(ax.images[0].get_array())
+        assert img.shape == (16, 16)  # 4 x 4 tiles of 4 x 4 pixels, no gaps
+        top_left = vae.decode_mean(np.array([[q[0], q[-1]]]), np.array([k]))
+        np.testing.assert_allclose(img[:4, :4], top_left.reshape(4, 4), rtol=1e-12)
+    assert len(panels[0].get_xticks()) == 4  # the z values, on the first panel of the last row
+    (one,) = [ax for ax in plots.latent_manifold(vae, n=4, labels=[2]).axes if ax.images]
+    assert one.get_title() == "label 2"
+    with pytest.raises(ValueError, match="not conditional"):
+        plots.latent_manifold(VAE(16, (5,), 2), n=4, labels=[1])
+
+
+@pytest.mark.lesson09
+def test_the_cli_draws_a_conditional_latent_2_models_manifold_per_label(tmp_path, monkeypatch):
+    from vae_from_scratch.course import cli
+
+    drawn = {}
+    real = plots.latent_manifold
+
+    def latent_manifold(vae, n=15, labels=None):
+        drawn["fig"] = real(vae, n=n, labels=labels)
+        return drawn["fig"]
+
+    monkeypatch.setattr(plots, "latent_manifold", latent_manifold)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--conditional", "--epochs", "0", "--latent-dim", "2",
+                     "--hidden-dims", "8", "--iwae-k", "0", "--quiet", "--out", str(out)]) == 0
+    assert (out / "latent_scatter.png").is_file() and (out / "latent_manifold.png").is_file()
+    titles = [ax.get_title() for ax in drawn["fig"].axes if ax.images]
+    assert titles == [f"label {k}" for k in range(10)]

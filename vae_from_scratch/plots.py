@@ -8,6 +8,7 @@ writes them as PNG files.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,10 @@ def loss_curves(history: Any) -> Figure:
     ax2.set(title=f"The two terms ({split} set)", xlabel="epoch", ylabel="nats per example")
     ax2.grid(True)
     ax2.legend()
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax1, ax2):  # ticks at whole epochs: there is no epoch 1.5
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 
@@ -137,24 +142,47 @@ def gaussian_quantile_grid(n: int = 15, low: float = 0.05, high: float = 0.95) -
 
 
 @_styled
-def latent_manifold(vae: Any, n: int = 15) -> Figure:
+def latent_manifold(vae: Any, n: int = 15, labels: Sequence[int] | None = None) -> Figure:
+    """Decode an n x n grid of latent points over Gaussian quantiles (2-D latent only).
 
-    """Decode an n x n grid of latent points over Gaussian quantiles (2-D latent only)."""
+    A conditional VAE decodes the grid once per label, one panel each: ``labels`` (default
+    every class) says which. Every panel covers the same z, the square that
+    ``latent_scatter(..., grid=gaussian_quantile_grid(n))`` marks."""
     if vae.latent_dim != 2:
         raise ValueError(f"the manifold grid needs a 2-D latent space, got {vae.latent_dim}")
+    n_classes = vae.config.n_classes
+    if labels is not None and not n_classes:
+        raise ValueError("labels: this VAE is not conditional (n_classes=None)")
     q = gaussian_quantile_grid(n)
     z1, z2 = np.meshgrid(q, q[::-1])  # z2 grows upwards, as on a plot's y axis
     z = np.stack([z1.ravel(), z2.ravel()], axis=1).astype(vae.dtype)
-    images = vae.decode_mean(z)
-    fig = _figure(figsize=(7, 7.4))
-    ax = show_digits(
-        fig, images, ncols=n, gap=0, title=f"Decoded {n}x{n} grid over Gaussian quantiles of $z$"
-    )
-    # Ticks at the tiles' centres, labelled with the z each tile decodes, so the grid can be
-    # matched to the latent scatter (whose dashed square is this grid's extent).
+    title = f"Decoded {n}x{n} grid over Gaussian quantiles of $z$"
+    if not n_classes:
+        fig = _figure(figsize=(7, 7.4))
+        _manifold_panel(fig.add_subplot(), vae.decode_mean(z), q, title)
+        return fig
+    labels = list(range(n_classes)) if labels is None else [int(k) for k in labels]
+    ncols = min(5, len(labels))
+    nrows = -(-len(labels) // ncols)
+    fig = _figure(figsize=(3.4 * ncols, 3.6 * nrows + 0.4))
+    fig.suptitle(f"{title}, one panel per label", fontweight="bold")
+    for i, k in enumerate(labels):
+        images = vae.decode_mean(z, np.full(len(z), k))
+        _manifold_panel(fig.add_subplot(nrows, ncols, i + 1), images, q, f"label {k}",
+                        ticks=i == (nrows - 1) * ncols)  # z values on the bottom-left panel
+    return fig
+
+
+def _manifold_panel(ax: Any, images: np.ndarray, q: np.ndarray, title: str,
+                    ticks: bool = True) -> None:
+    """One decoded grid on ``ax``; ticks at the tiles' centres, labelled with the z each tile
+    decodes, so the grid can be matched to the latent scatter."""
+    n = len(q)
+    show_digits(ax, images, ncols=n, gap=0, title=title)
+    if not ticks:
+        return
     rows, cols = ax.images[0].get_array().shape[:2]
     labels = [f"{round(v, 2) + 0.0:.2f}" for v in q]  # + 0.0: "0.00", not "-0.00"
     ax.set_xticks(cols / n * (np.arange(n) + 0.5) - 0.5, labels, rotation=90, fontsize=7)
     ax.set_yticks(rows / n * (np.arange(n) + 0.5) - 0.5, labels[::-1], fontsize=7)
     ax.set(xlabel="$z_1$", ylabel="$z_2$")
-    return fig

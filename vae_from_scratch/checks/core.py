@@ -74,6 +74,7 @@ from vae_from_scratch.checks.messages import (
     scrub,
     shape_text,
     type_name,
+    wrap_message,
 )
 from vae_from_scratch.checks.values import Mismatch, compare_values, iter_mismatches
 
@@ -280,7 +281,7 @@ class Checker:
 
     def __call__(self, fn: Any) -> Any:
         result = self.run(fn)
-        print(result.message)
+        print(wrap_message(result.message))
         _RECORDED.append(result)
         return fn if result.status == PASSED else self.reference
 

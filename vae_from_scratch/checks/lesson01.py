@@ -168,8 +168,12 @@ principal_angles = Checker(
     atol=1e-6,
 )
 
-_ROUND_OFF = np.array([[2.74, -4.6, -9.18], [8.7, 6.32, -9.95], [-6.49, 7.26, 0.83],
-                       [6.45, -0.4, -5.35]])
+# 40 points, each 1e-9 (per coordinate) from a point of b: the squared distance, about 3e-18,
+# is far below the round-off of ||a||^2 - 2 a.b + ||b||^2 (about 1e-14), so that difference
+# comes out negative for some of them whatever the BLAS kernel (14 to 17 of the 40 under each
+# kernel tried, docs/portability.md). Exact duplicates would not do: without FMA, a kernel
+# computes a.a in the order of ||a||^2 and the difference is exactly 0.
+_ROUND_OFF = np.round(np.random.default_rng(0).uniform(-10, 10, size=(40, 3)), 2)
 
 nearest_distances = Checker(
     "1.4",
@@ -181,10 +185,10 @@ nearest_distances = Checker(
              np.array([[0.5, -1.0, 2.0], [0.0, 0.0, 0.0]])),  # a point found in b: 0
         Case(np.round(np.random.default_rng(0).normal(size=(4, 3)), 2),
              np.round(np.random.default_rng(1).normal(size=(5, 3)), 2)),
-        # Points that are also in b: ||a||^2 - 2 a.b + ||b||^2 is then a difference of
-        # equal numbers, which round-off makes slightly negative for some of them.
-        Case(_ROUND_OFF, np.vstack([_ROUND_OFF[::-1], [[0.0, 0.0, 0.0]]])).strict(
-            "points that are also in b: round-off makes some squared distances slightly "
+        # Points almost in b: ||a||^2 - 2 a.b + ||b||^2 is then a difference of almost equal
+        # numbers, which round-off makes slightly negative for some of them.
+        Case(_ROUND_OFF, np.vstack([(_ROUND_OFF + 1e-9)[::-1], [[0.0, 0.0, 0.0]]])).strict(
+            "points 1e-9 from points of b: round-off makes some squared distances slightly "
             "negative"),
     ],
     atol=1e-6,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +31,12 @@ _PRINT = dict(
     sign="-",
     legacy=False,
 )
+
+#: Prose lines of a printed message are wrapped to this width, at spaces.
+WRAP_WIDTH = 80
+# A line that shows an array ("expected [[...", "  x = [0.1, ...", "         [2, 3]]"): its
+# layout is NumPy's, so it is left as it is.
+_ARRAY_LINE = re.compile(r"^\s*(?:(?:expected|got)\s+|[\w ]+ =\s)?\[")
 
 
 def to_plain(value: Any) -> Any:
@@ -140,3 +147,20 @@ def shape_text(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return "(" + ", ".join(shape_text(v) for v in value) + ")"
     return format_value(value)
+
+
+def wrap_message(message: str, width: int = WRAP_WIDTH) -> str:
+    """``message`` with each prose line longer than ``width`` broken at spaces, never inside
+    a word (a narrow notebook output area would otherwise break it anywhere, "ru ns.").
+    Continuation lines are indented two spaces deeper than their line; lines that show an
+    array keep NumPy's layout, and a word longer than ``width`` stays whole."""
+    out = []
+    for line in message.splitlines():
+        if len(line) <= width or _ARRAY_LINE.match(line):
+            out.append(line)
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        out += textwrap.wrap(line.strip(), width=width, initial_indent=indent,
+                             subsequent_indent=indent + "  ", break_long_words=False,
+                             break_on_hyphens=False)
+    return "\n".join(out)

@@ -194,7 +194,8 @@ def save_figures(figures: dict, folder: str | os.PathLike,
     paths = []
     for name, fig in figures.items():
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
+        # tight: no blank strip where a grid of images is wider than the figure is tall
+        fig.savefig(buffer, format="png", bbox_inches="tight", pad_inches=0.05)
         plt.close(fig)
         target = folder / f"{name}.png"
         tmp = None if tmp_for is None else tmp_for(target.name)

@@ -510,8 +510,10 @@ class TrainingRun:
             mu, _ = vae.encode(ds.x_test, y_test)
             grid = plots.gaussian_quantile_grid(15)
             figures["latent_scatter"] = plots.latent_scatter(mu, ds.y_test, grid=grid)
-            if y_test is None:  # a conditional model's map depends on the label too
-                figures["latent_manifold"] = plots.latent_manifold(vae, n=15)
+            # A conditional model's map depends on the label too: one panel per label, each a
+            # coarser grid over the same square of z (the one the scatter marks).
+            figures["latent_manifold"] = plots.latent_manifold(
+                vae, n=15 if y_test is None else 8)
         self.run.write_figures(figures)
         self.run.write_json(runs.METRICS, self.metrics("finished", extra))
         summary = f"test -ELBO {history.test_nelbo[-1]:.2f} nats" if history.epoch else "no epochs"
