@@ -474,6 +474,8 @@ _full = {_h: check_model_gradients(full, x4, eps20, h=_h, max_entries=6) for _h 
                   "max(errors.values())"),
         )),
         "softmax-check": Check(),
+    },
+    "10_grey_pixels": {
         "cb-log-norm-check": Check(),
         "cb-grad-check": Check(),
         "density": Cell((
@@ -488,6 +490,61 @@ _full = {_h: check_model_gradients(full, x4, eps20, h=_h, max_entries=6) for _h 
                 "[100 * np.mean(ds.x_train == 0), 100 * np.mean(ds.x_train == 1),"
                 " 100 * np.mean(ds.x_test[:, never].max(axis=1) > 0)]"),
         )),
+        "exponential-family-check": Cell((
+            rnd("A'(l), mean", 5, "_d1 + _means"),
+            rnd("A''(l), variance", 4, "_d2 + _vars"),
+            rnd("C(l), series", 6, "_cs + _series"),
+        ), setup="""
+_ls, _hh = (-6.0, -1.0, 0.5, 4.0), 1e-4
+_d1 = [float((A(np.array(_l + _hh)) - A(np.array(_l - _hh))) / (2 * _hh)) for _l in _ls]
+_d2 = [float((A(np.array(_l + _hh)) - 2 * A(np.array(_l)) + A(np.array(_l - _hh))) / _hh**2)
+       for _l in _ls]
+_dens = [np.exp(xs * _l - A(np.array(_l))) for _l in _ls]
+_means = [float(np.mean(xs * _d)) for _d in _dens]
+_vars = [float(np.mean(xs**2 * _d) - np.mean(xs * _d) ** 2) for _d in _dens]
+_cs = [_l / np.tanh(_l / 2) for _l in (0.5, 2.0)]
+_series = [2 * sum(B[_k] / factorial(_k) * _l**_k for _k in B) for _l in (0.5, 2.0)]
+"""),
+    },
+    "11_vq_vae": {
+        "check1": Check(),
+        "check2": Check(),
+        "brute_check": Cell((
+            side("np.allclose's |a - b| / (atol + rtol |b|)", 1.0,
+                 "np.max(np.abs(squared_distances(z_demo, codebook_demo) - direct)"
+                 " / (1e-10 + 1e-10 * np.abs(direct)))"),
+            side("runner-up minus nearest distance", 0.0,
+                 "np.min(np.diff(np.sort(direct, axis=1)[:, :2], axis=1))"),
+        )),
+        "st_model_demo": Cell((
+            side("runner-up minus nearest code distance (a code that changes changes recon)", 0.0,
+                 "np.min(np.diff(np.sort(squared_distances(vq.to_rows(vqvae.bottleneck.z_e("
+                 "vqvae.params, vqvae.encoder.forward(vqvae.params, x8)[0])[0]),"
+                 " vqvae.params['vq.codebook']), axis=1)[:, :2], axis=1))"),
+            side("largest straight-through gradient of enc.code.b", 1.0,
+                 "np.max(np.abs(grads['enc.code.b']))"),
+        )),
+        "check3": Check(),
+        "gradcheck_demo": Cell((
+            side("np.isclose's |a - b| / (atol + rtol |b|)", 1.0,
+                 "abs(surrogate() - terms.loss) / (1e-8 + 1e-12 * abs(terms.loss))"),
+            err("hand gradient against central differences < 1e-6", 1e-6, "worst"),
+        )),
+        "check4": Check(),
+        "rate_demo": Cell((
+            rnd("KL per digit, 49 log 16", 4, "[kl[0], 49 * math.log(16)]"),
+            rnd("rate in bits, 49 log2 16", 0, "[report['rate_bits'], vq.rate_bits(16)]"),
+        )),
+        "check5": Check(),
+    },
+    "12_elbo_gaps": {
+        "c9cd72b1": Check(),
+        "f7787f2c": Check(),
+        "4fce864e": Check(),
+        "ba3170b5": Check(),
+        "72528610": Exact("which inputs reach which outputs: products of 0/1 masks"),
+        "e5cca099": Check(),
+        "96ac77d4": Check(),
     },
 }
 
