@@ -7,7 +7,7 @@ The VAE is three parts in a row, and this module is the middle one::
                                  |
                                  +--> the rate: KL(q(z|x) || p(z)) per example, or its estimate
 
-:class:`GaussianBottleneck` is the VAE of lessons 04-09: two Linear heads give the diagonal
+:class:`GaussianBottleneck` is the VAE of lessons 04-10: two Linear heads give the diagonal
 Gaussian q(z|x) = N(mu, diag exp(log_var)), z = mu + exp(log_var / 2) * eps is the
 reparameterized draw, and the rate is the KL to the prior, analytic where the prior has a
 closed form, else the one-sample estimate log q(z|x) - log p(z) at that z.
@@ -144,7 +144,7 @@ class GaussianBottleneck(Bottleneck):
     (each W (H, L), b (L,)), and the reparameterized z (lesson 04)."""
 
     name = "gaussian"
-    description = "a diagonal Gaussian posterior (lessons 04-09)"
+    description = "a diagonal Gaussian posterior (lessons 04-10)"
 
     @classmethod
     def configure(cls, config: Any) -> dict[str, Any]:

@@ -316,7 +316,7 @@ class VAEConfig:
     otherwise. ``free_bits`` (nats per latent dimension, for priors whose KL splits over the
     dimensions): the training loss charges each dimension at least this much KL, so
     dimensions below it get no push towards the prior. ``bottleneck`` names an entry of
-    :data:`~vae_from_scratch.bottleneck.BOTTLENECKS`: "gaussian" (lessons 04-09), or a grid
+    :data:`~vae_from_scratch.bottleneck.BOTTLENECKS`: "gaussian" (lessons 04-10), or a grid
     of discrete codes (lesson 11, conv only; :mod:`~vae_from_scratch.discrete`), "vq" with
     ``codebook_size`` K, ``code_dim`` D, ``commitment`` (the commitment loss's weight),
     ``codebook_update`` ("grad" or "ema") and ``restart_every`` (steps between dead-code

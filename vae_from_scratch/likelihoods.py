@@ -184,7 +184,7 @@ class Gaussian(Likelihood):
 @register_likelihood
 class ContinuousBernoulli(Likelihood):
     """CB(x; sigmoid(out)) per pixel, a normalized density on [0, 1] for grey pixels
-    (lesson 09): the Bernoulli term plus log C(out). Its mean is not sigmoid(out)."""
+    (lesson 10): the Bernoulli term plus log C(out). Its mean is not sigmoid(out)."""
 
     name = "continuous_bernoulli"
 
