@@ -176,6 +176,32 @@ def test_restarts_move_the_dead_codes_onto_encoder_outputs_every_s_steps():
     assert np.all(vae.params["vq.usage"] == 0)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("restart_below, restarted", [(0.0, [3]), (0.01, [2, 3]),
+                                                       (0.3, [1, 2, 3])])
+def test_a_code_below_the_share_counts_as_dead(backend, restart_below, restarted):
+    """Usage since the last restart, 1000 positions: 80%, 19.5%, 0.5% and none. Share 0
+    restarts the unused code only, 0.01 the sliver too, 0.3 everything but the largest."""
+    vae = VAE(784, seed=0, **SMALL, bottleneck="vq", codebook_size=4, code_dim=3,
+              restart_every=1, restart_below=restart_below)
+    vae.params["vq.codebook"][1:] = 50.0  # far from every output: this step uses code 0 only
+    vae.params["vq.usage"][...] = [800.0 - 4 * 49, 195.0, 5.0, 0.0]  # + this step's 196
+    x = _data()
+    if backend == "numpy":
+        vae.loss_and_grads(x, _noise(vae, len(x)))
+        vae.bottleneck.after_step(vae.params, 1, np.random.default_rng(0))
+        codebook = vae.params["vq.codebook"]
+    else:
+        torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+        from vae_from_scratch.torch_vae import TorchVAE
+
+        tvae = TorchVAE.from_numpy(vae, device="cpu")
+        tvae.loss(torch.from_numpy(x), torch.zeros((4, 0), dtype=torch.float64))
+        tvae.bottleneck.after_step(tvae.params, 1, torch.Generator().manual_seed(0))
+        codebook = tvae.params["vq.codebook"].detach().numpy()
+    assert list(np.flatnonzero(codebook[:, 0] != 50.0)[1:]) == restarted  # code 0 stays
+
+
 def test_samples_decode_codes_drawn_uniformly():
     vae = _model("vq")
     z = vae.sample_prior(7, np.random.default_rng(0))
@@ -212,8 +238,11 @@ def test_configurations_that_do_not_apply_are_refused(kwargs, message):
 def test_defaults_are_resolved_and_round_trip():
     config = VAEConfig(architecture="conv", bottleneck="vq")
     assert (config.codebook_size, config.code_dim, config.commitment, config.codebook_update,
-            config.restart_every, config.latent_dim) == (16, 16, 0.25, "grad", 8, 16 * 49)
+            config.restart_every, config.restart_below, config.latent_dim) == (
+        16, 16, 0.25, "grad", 8, 0.01, 16 * 49)
     assert VAEConfig.from_dict(config.to_dict()) == config
+    saved_before = {k: v for k, v in config.to_dict().items() if k != "restart_below"}
+    assert VAEConfig.from_dict(saved_before).restart_below == 0.0  # the rule it was trained with
     fsq = VAEConfig(architecture="conv", bottleneck="fsq")
     assert (fsq.levels, fsq.code_dim, fsq.latent_dim) == ((4, 4), 2, 98)
     gaussian = VAEConfig()

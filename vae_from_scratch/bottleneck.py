@@ -240,10 +240,11 @@ class GaussianBottleneck(Bottleneck):
 #: The configuration fields that belong to some bottlenecks only, and which those are.
 FIELD_OWNERS = {"codebook_size": "'vq'", "code_dim": "'vq' or 'fsq'", "levels": "'fsq'",
                 "commitment": "'vq'", "codebook_update": "'vq'", "restart_every": "'vq'",
-                "flow_steps": "'planar' or 'iaf'", "top_latent_dim": "'two_level'"}
+                "restart_below": "'vq'", "flow_steps": "'planar' or 'iaf'",
+                "top_latent_dim": "'two_level'"}
 #: Lesson 11's: None means "not set" (the bottleneck resolves it).
 QUANTIZER_FIELDS = ("codebook_size", "code_dim", "levels", "commitment", "codebook_update",
-                    "restart_every")
+                    "restart_every", "restart_below")
 #: Lesson 12's.
 FLOW_FIELDS = ("flow_steps", "top_latent_dim")
 

@@ -26,23 +26,24 @@ class Classifier:
     """A trained classifier: a :class:`~vae_from_scratch.networks.Network` from images (N, D)
     to class logits (N, n_classes), and its parameters."""
 
-    def __init__(self, net, params):
+    def __init__(self, net: Network, params: dict[str, np.ndarray]) -> None:
         self.net, self.params = net, params
 
-    def logits(self, x):
+    def logits(self, x: np.ndarray) -> np.ndarray:
         """x (N, D) -> logits (N, n_classes)."""
         return self.net.forward(self.params, np.asarray(x, dtype=np.float32))[0]
 
-    def probs(self, x):
+    def probs(self, x: np.ndarray) -> np.ndarray:
         """x (N, D) -> softmax probabilities (N, n_classes)."""
         return np.exp(categorical.log_softmax(self.logits(x).astype(np.float64)))
 
-    def predict(self, x):
+    def predict(self, x: np.ndarray) -> np.ndarray:
         """x (N, D) -> the most probable class of each row, (N,)."""
         return self.logits(x).argmax(axis=1)
 
 
-def train_classifier(x, y, hidden=256, epochs=20, batch_size=128, lr=1e-3, seed=0):
+def train_classifier(x: np.ndarray, y: np.ndarray, hidden: int = 256, epochs: int = 20,
+                     batch_size: int = 128, lr: float = 1e-3, seed: int = 0) -> Classifier:
     """Train a one-hidden-layer ReLU classifier on images x (N, D) with labels y (N,) in
     0..K-1 (K = y.max() + 1), float32, Adam; the seed drives the initialisation and the
     shuffling, so a run repeats bit for bit. Returns a :class:`Classifier`."""

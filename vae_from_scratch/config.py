@@ -176,6 +176,14 @@ def _positive_number(value: Any, name: str) -> float:
     return float(value)
 
 
+def share(value: Any, name: str) -> float:
+    """A share of a whole: a number in [0, 1) (not a bool), as a float."""
+    if not (is_number(value) and math.isfinite(value) and 0 <= value < 1):
+        raise ValueError(f"{name} must be a number from 0 up to (not including) 1, got "
+                         f"{value!r}")
+    return float(value)
+
+
 def _n_classes(value: Any, name: str) -> int | None:
     if value is not None and (not is_int(value) or value < 2):
         raise ValueError(f"{name} must be an integer >= 2, or None for an unconditional VAE; "
@@ -281,6 +289,14 @@ read_positive = read_real(0.0, False, "a finite number > 0")
 read_nonneg = read_real(0.0, True, "a finite number >= 0")
 
 
+def read_share(text: str) -> float:
+    value = read_nonneg(text)
+    if value >= 1:
+        raise ValueError(f"invalid value {text!r}: expected a number from 0 up to (not "
+                         "including) 1")
+    return value
+
+
 def read_obs_var(text: str) -> float | str:
     if text == "learned":
         return text
@@ -319,12 +335,13 @@ class VAEConfig:
     :data:`~vae_from_scratch.bottleneck.BOTTLENECKS`: "gaussian" (lessons 04-10), or a grid
     of discrete codes (lesson 11, conv only; :mod:`~vae_from_scratch.discrete`), "vq" with
     ``codebook_size`` K, ``code_dim`` D, ``commitment`` (the commitment loss's weight),
-    ``codebook_update`` ("grad" or "ema") and ``restart_every`` (steps between dead-code
-    restarts, 0 for none), or "fsq" with ``levels``; ``latent_dim`` is then D times the
-    number of positions. Those fields are None ("not set") until the bottleneck resolves
-    them; one that does not apply is refused. The EMA and the restarts are fields of the
-    model, not training options: they decide how its codebook learns and what state its
-    checkpoint holds.
+    ``codebook_update`` ("grad" or "ema"), ``restart_every`` (steps between restarts of dead
+    codes, 0 for none) and ``restart_below`` (a code is dead when it took fewer than this
+    share of the positions since the last restart; 0: only unused codes), or "fsq" with
+    ``levels``; ``latent_dim`` is then D times the number of positions. Those fields are
+    None ("not set") until the bottleneck resolves them; one that does not apply is refused.
+    The EMA and the restarts are fields of the model, not training options: they decide how
+    its codebook learns and what state its checkpoint holds.
     """
 
     input_dim: int = option(784, check=positive_int)
@@ -392,6 +409,10 @@ class VAEConfig:
     restart_every: int | None = option(None, check=unset_or(count), flag=Flag(
         "vq: steps between restarts of dead codes, 0 for none (default: 8)", read=read_count,
         metavar="STEPS"))
+    restart_below: float | None = option(None, check=unset_or(share), flag=Flag(
+        "vq: a code that took fewer than this share of the positions since the last restart "
+        "is restarted, 0 for unused codes only (default: 0.01)", read=read_share,
+        metavar="SHARE"))
     # the fields of the flow and two-level bottlenecks
     flow_steps: int = option(0, check=count, flag=Flag(
         "steps of the planar or iaf bottleneck's flow", read=read_count, metavar="K"))
@@ -469,10 +490,17 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VAEConfig:
-        """The inverse of :meth:`to_dict`; ValueError for a key that is not a field."""
+        """The inverse of :meth:`to_dict`; ValueError for a key that is not a field.
+
+        A VQ configuration saved before ``restart_below`` existed restarted unused codes only,
+        so it reads as ``restart_below=0``: a resumed run goes on with the rule it began with.
+        """
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
+        d = dict(d)
+        if d.get("bottleneck") == "vq" and "restart_below" not in d:
+            d["restart_below"] = 0.0
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     @classmethod

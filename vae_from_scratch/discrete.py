@@ -24,8 +24,11 @@ log K per position, a constant (its gradient is 0). What the loss charges in pla
 VQ-VAE's loss is recon + codebook + 0.25 commitment. With ``codebook_update="ema"`` the
 codebook follows moving averages of the encoder outputs instead (``vq.ema_count`` (K,),
 ``vq.ema_sum`` (K, D)), and the loss charges the commitment term alone. With
-``restart_every`` = s > 0, every s steps the codes unused since the last restart
-(``vq.usage`` (K,) counts them) move onto encoder outputs of the current batch. The EMA and
+``restart_every`` = s > 0, every s steps the dead codes move onto encoder outputs of the
+current batch: those that took fewer than ``restart_below`` (1% by default) of the positions
+since the last restart (``vq.usage`` (K,) counts them). Unused codes are not the only
+problem: a code that keeps a sliver of the positions is never restarted by an "unused" rule
+and never grows either, so the codebook stays half idle (lesson 11 measures both rules). The EMA and
 the restarts are not gradient steps: the training backends call :meth:`after_step` after each
 optimizer step. Their state lives in ``params`` with the codebook -- the model's only state --
 so checkpoints carry it and a resumed run continues exactly; the optimizer sees a zero
@@ -60,7 +63,8 @@ from vae_from_scratch.networks import Layer, conv_sizes
 
 #: What the quantized bottlenecks resolve an unset field to (config.py's None).
 DEFAULTS = {"codebook_size": 16, "code_dim": 16, "levels": (4, 4),
-            "commitment": vq.COMMITMENT_BETA, "codebook_update": "grad", "restart_every": 8}
+            "commitment": vq.COMMITMENT_BETA, "codebook_update": "grad", "restart_every": 8,
+            "restart_below": 0.01}
 
 
 def grid_shape(config: Any) -> tuple[int, int, int]:
@@ -201,7 +205,7 @@ class VQBottleneck(_Quantized):
         resolved = {name: DEFAULTS[name] if getattr(config, name) is None
                     else getattr(config, name)
                     for name in ("codebook_size", "code_dim", "commitment", "codebook_update",
-                                 "restart_every")}
+                                 "restart_every", "restart_below")}
         resolved["latent_dim"] = _latent_dim(config, resolved["code_dim"])
         return resolved
 
@@ -275,7 +279,8 @@ class VQBottleneck(_Quantized):
     def after_step(self, params: dict, step: int, rng: np.random.Generator) -> None:
         """After optimizer step number ``step`` (1, 2, ...): the EMA codebook step on the last
         forward's encoder outputs and codes, then, every ``restart_every`` steps, the dead
-        codes re-seeded from those outputs (a restarted code's moving averages start afresh,
+        codes (fewer than ``restart_below`` of the positions, and at least the unused ones)
+        re-seeded from those outputs (a restarted code's moving averages start afresh,
         as if it were the mean of that one output). Changes ``params`` in place."""
         if self.last is None:
             return
@@ -290,7 +295,8 @@ class VQBottleneck(_Quantized):
             usage = params["vq.usage"]
             usage += vq.code_counts(codes, self.n_codes)
             if step % self.config.restart_every == 0:
-                new, dead = vq.restart_dead_codes(codebook, usage, z_e, rng)
+                threshold = max(1.0, self.config.restart_below * float(usage.sum()))
+                new, dead = vq.restart_dead_codes(codebook, usage, z_e, rng, threshold)
                 codebook[...] = new
                 if self.ema and dead.size:
                     params["vq.ema_count"][dead] = 1.0

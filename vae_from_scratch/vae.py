@@ -425,7 +425,8 @@ class VAE:
         extra += f", free_bits={c.free_bits}" if c.free_bits else ""
         if c.bottleneck in ("vq", "fsq"):  # a grid of discrete codes (lesson 11)
             code = (f"vq K={c.codebook_size} D={c.code_dim}, codebook by {c.codebook_update}, "
-                    f"restarts every {c.restart_every} steps" if c.bottleneck == "vq"
+                    f"restarts every {c.restart_every} steps below {c.restart_below:g}"
+                    if c.bottleneck == "vq"
                     else f"fsq levels {c.levels}")
             return (f"VAE(conv {c.image_shape} channels {c.channels} -> {code}, "
                     f"{c.activation}, {c.likelihood}, beta={c.beta}, {c.dtype})")

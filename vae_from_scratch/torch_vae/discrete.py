@@ -127,7 +127,8 @@ class TorchVQBottleneck(_TorchQuantized):
             usage = params["vq.usage"]
             usage += torch.bincount(codes.reshape(-1), minlength=self.n_codes).to(usage.dtype)
             if step % self.config.restart_every == 0:
-                dead = torch.nonzero(usage < 1.0).reshape(-1)
+                threshold = max(1.0, self.config.restart_below * float(usage.sum()))
+                dead = torch.nonzero(usage < threshold).reshape(-1)
                 if dead.numel():
                     rows = tq.to_rows(z_e)
                     if dead.numel() <= rows.shape[0]:
