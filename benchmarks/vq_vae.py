@@ -29,6 +29,9 @@ Parts (``--part``):
   FSQ at several codebook sizes, the conv VAE of lesson 08 (L = 20) at several KL weights
   beta (its rate is its test KL, in bits).
 * ``lesson``: the lesson's whole pipeline at a small budget, each stage timed.
+* ``seeds``: the package's VQ-VAE as lesson 11 trains it, on each seed: usage perplexity
+  with restarts of unused codes only and with the share rule (``restart_below``); the two
+  priors and the judge at each sampling temperature, and the share of the gap closed.
 * ``prior``: a VQ-VAE, then the independent and the autoregressive priors fitted to its
   training codes; lesson 09's classifier (784-256-10, Adam 1e-3, 20 epochs) reads samples
   from each, the maximum class probability against the same on real test digits.
@@ -36,6 +39,8 @@ Parts (``--part``):
     python benchmarks/vq_vae.py --part collapse --seeds 0 1 2 --out collapse.json
     python benchmarks/vq_vae.py --part rate --codebook-sizes 16 64 256 --betas 1 0.3 0.1
     python benchmarks/vq_vae.py --part prior --epochs 5 --prior-epochs 20
+    python benchmarks/vq_vae.py --part seeds --seeds 0 1 2 --epochs 4 --prior-hidden 1024 \
+        --prior-epochs 20 --temperatures 1 0.7 0.5
 """
 
 from __future__ import annotations
@@ -406,9 +411,77 @@ def part_lesson(ds, args):
     return out
 
 
+def gap_closed(max_prob, name, independent="samples, independent prior"):
+    """The share of the independent prior's gap to the real digits (mean largest class
+    probability) that the samples ``name`` close."""
+    real, base = max_prob["real test digits"]["mean"], max_prob[independent]["mean"]
+    return (max_prob[name]["mean"] - base) / (real - base)
+
+
+def part_seeds(ds, args):
+    """The package's own VQ-VAE (``VAE(architecture="conv", bottleneck="vq")``, trained by
+    ``fit`` as in lesson 11), on each seed: the test codes' usage perplexity after each epoch
+    with restarts of unused codes only (``restart_below=0``) and with the default share
+    rule; then, for the latter, the two priors, and lesson 09's judge on their samples at
+    each temperature, with the share of the gap closed."""
+    k, rows = args.codebook_size, []
+    classify = train_classifier(ds.x_train, ds.y_train, epochs=20, seed=0).probs
+    real = max_probability(classify(ds.x_test))
+    for seed in args.seeds:
+        row = {"seed": seed, "perplexity_by_epoch": {}, "test_recon": {}, "seconds": {}}
+        for rule, below in (("unused codes only", 0.0), ("share rule", args.restart_below)):
+            t0 = time.perf_counter()
+            model = VAE(784, architecture="conv", channels=tuple(args.channels), seed=seed,
+                        bottleneck="vq", codebook_size=k, code_dim=args.code_dim,
+                        restart_every=args.restart_every, restart_below=below)
+            usage = []
+            hist = fit(NumpyBackend(model, ds.x_train, seed=seed), ds.x_test,
+                       epochs=args.epochs, progress=False,
+                       on_epoch_end=lambda loop, m=model, u=usage: u.append(
+                           vq.perplexity(m.encode(ds.x_test)[1], k)))
+            row["perplexity_by_epoch"][rule] = usage
+            row["test_recon"][rule] = hist.test_recon[-1]
+            row["seconds"][f"train, {rule}"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        train_codes, test_codes = model.encode(ds.x_train)[1], model.encode(ds.x_test)[1]
+        independent = IndependentPrior.fit(train_codes, k)
+        prior = AutoregressivePrior(GRID, k, tuple(args.prior_hidden), seed=seed)
+        train_prior(prior, train_codes, epochs=args.prior_epochs, lr=args.prior_lr, seed=seed)
+        row["seconds"]["priors"] = time.perf_counter() - t0
+
+        def judged(codes, m=model):
+            z = m.bottleneck.values(m.params, codes).reshape(len(codes), -1)
+            return max_probability(classify(sigmoid(m.decode(z))))
+
+        rng = np.random.default_rng(seed + 10)
+        max_prob = {"real test digits": real,
+                    "reconstructions": max_probability(classify(model.reconstruct(ds.x_test))),
+                    "samples, independent prior": judged(independent.sample(args.n_samples,
+                                                                            rng))}
+        for t in args.temperatures:
+            max_prob[f"samples, autoregressive prior, T = {t:g}"] = judged(
+                prior.sample(args.n_samples, rng, temperature=t))
+        row["max_prob"] = max_prob
+        row["gap_closed"] = {name: gap_closed(max_prob, name) for name in max_prob
+                             if name.startswith("samples, autoregressive")}
+        row["test_bits_per_image"] = {
+            "independent prior": float(-independent.log_prob(test_codes).mean() / math.log(2)),
+            "autoregressive prior": float(-prior.log_prob(test_codes).mean() / math.log(2))}
+        row["load"] = load()
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    for row in rows:
+        ppl = {rule: f"{u[-1]:.1f}" for rule, u in row["perplexity_by_epoch"].items()}
+        print(f"seed {row['seed']}: perplexity after {args.epochs} epochs {ppl} of {k}; gap "
+              "closed " + ", ".join(f"{name.split(', ')[-1]} {v:.0%}"
+                                    for name, v in row["gap_closed"].items()))
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("collapse", "rate", "prior", "lesson"), required=True)
+    parser.add_argument("--part", choices=("collapse", "rate", "prior", "lesson", "seeds"),
+                        required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--channels", type=int, nargs=2, default=(32, 64))
@@ -417,6 +490,9 @@ def main():
     parser.add_argument("--codebook-update", choices=("grad", "ema"), default="grad")
     parser.add_argument("--restart-every", type=int, default=8,
                         help="steps between dead-code restarts (32 is once an epoch); 0: never")
+    parser.add_argument("--restart-below", type=float, default=0.01,
+                        help="the seeds part: a code below this share of the positions since "
+                             "the last restart is restarted")
     parser.add_argument("--variants", nargs="*", default=[],
                         help="the collapse part's variants to run (default: all four), e.g. "
                              "'gradient + restarts'")
@@ -440,7 +516,7 @@ def main():
     start = {"load": load(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     t0 = time.perf_counter()
     rows = {"collapse": part_collapse, "rate": part_rate, "prior": part_prior,
-            "lesson": part_lesson}[args.part](ds, args)
+            "lesson": part_lesson, "seeds": part_seeds}[args.part](ds, args)
     meta = {"args": vars(args), "start": start, "load_end": load(), "cpus": os.cpu_count(),
             "seconds": time.perf_counter() - t0}
     print(f"load average {start['load']:.1f} at the start, {meta['load_end']:.1f} at the end; "
