@@ -381,10 +381,16 @@ def test_a_signal_while_python_imports_ends_quietly(signame, code):
         "import vae_course\n"
         "sys.exit(vae_course.main())\n"
     )
+    # A shell's background job inherits SIGINT ignored, and Python then keeps ignoring it: give
+    # the child the disposition a learner's terminal gives, whatever this process was started with.
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            env=ENV, timeout=120)
+                            env=ENV, timeout=120, preexec_fn=_default_sigint)
     assert result.returncode == code, result.stderr
     assert result.stderr == "" and result.stdout == ""
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_the_installed_command_is_the_quiet_entry_point():
