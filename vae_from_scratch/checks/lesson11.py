@@ -28,34 +28,6 @@ import numpy as np
 
 from vae_from_scratch import quantize
 from vae_from_scratch.checks.core import Case, Checker
-from vae_from_scratch.checks.values import compare_values
-
-
-def _naming(cases, slips, rtol, atol, outputs=None):
-    """A ``compare`` function that names a slip: None when ``got`` matches ``expected``;
-    otherwise, when ``got`` is what one of ``slips`` ((why, function of a case's arguments))
-    gives on one of the cases, ``why``; else the plain mismatch, with the output's name."""
-    known = []
-    for case in cases:
-        for why, slip in slips:
-            args, kwargs = case.fresh()
-            with np.errstate(all="ignore"):
-                known.append((why, slip(*args, **kwargs)))
-
-    def compare(expected, got):
-        found = compare_values(expected, got, rtol, atol)
-        if found is None:
-            return None
-        for why, value in known:
-            if compare_values(value, got, rtol, atol) is None:
-                return why
-        where = found.path
-        if outputs is not None and found.keys and isinstance(found.keys[0], int):
-            where = outputs[found.keys[0]] + where[len(f"[{found.keys[0]}]"):]
-        text = f"{where} is wrong: {found.reason}" if where else found.reason
-        return f"{text} {found.hint}".strip()
-
-    return compare
 
 
 def _r(a, decimals=2):
@@ -91,12 +63,12 @@ squared_distances = Checker(
     "11.1",
     reference=quantize.squared_distances,
     cases=_DIST_CASES,
-    compare=_naming(_DIST_CASES, [
+    slips=[
         ("It is ||z||^2 - z.e + ||e||^2: the cross term needs its factor 2, "
          "||z - e||^2 = ||z||^2 - 2 z.e + ||e||^2.", _distances_without_the_2),
         ("It lacks ||z||^2: the argmin would not notice (it is the same for every code), but "
          "these are not distances.", _distances_without_z_norm),
-    ], 1e-6, 1e-8),
+    ],
 )
 
 _NEAREST_CASES = [
@@ -109,13 +81,15 @@ nearest_codes = Checker(
     "11.2",
     reference=quantize.nearest_codes,
     cases=_NEAREST_CASES,
-    compare=_naming(_NEAREST_CASES, [
+    slips=[
         ("It is the argmin over axis 0: for each code, its nearest row. The distances are "
          "(M, K), one row per z; the nearest code of each row is the argmin over axis 1.",
          lambda z, e: np.argmin(quantize.squared_distances(z, e), axis=0)),
         ("It is the argmax: the farthest code of each row.",
          lambda z, e: np.argmax(quantize.squared_distances(z, e), axis=1)),
-    ], 0, 0),
+    ],
+    rtol=0,
+    atol=0,
 )
 
 # -- 11.3 the backward pass of the quantizer and its two losses ------------------------------
@@ -175,7 +149,7 @@ vq_backward = Checker(
     reference=_vq_backward,
     cases=_VQ_CASES,
     outputs=("dz_e", "dcodebook"),
-    compare=_naming(_VQ_CASES, [
+    slips=[
         ("dz_e lacks the decoder's gradient: the straight-through estimator copies dz_q to "
          "z_e (z_q = z_e + sg[e - z_e] has derivative 1 in z_e).", _vq_slip(st_to_z=False)),
         ("Commitment and codebook are swapped: beta weighs the commitment ||z_e - sg[e]||^2, "
@@ -192,7 +166,7 @@ vq_backward = Checker(
          "inside the stop-gradient.", _vq_slip(st_to_codebook=True)),
         ("dcodebook keeps one row per code: dcodebook[codes] += ... adds each repeated index "
          "once. Use np.add.at (lesson 09's exercise 9.2).", _vq_slip(fancy=True)),
-    ], 1e-6, 1e-8, outputs=("dz_e", "dcodebook")),
+    ],
 )
 
 # -- 11.4 the EMA codebook -------------------------------------------------------------------
@@ -235,7 +209,7 @@ ema_update = Checker(
     reference=_ema_update,
     cases=_EMA_CASES,
     outputs=("codebook", "cluster_size", "embed_sum"),
-    compare=_naming(_EMA_CASES, [
+    slips=[
         ("The codebook is m_k / N_k without Laplace smoothing: divide by the smoothed counts "
          "(N_k + eps) / (n + K eps) * n, n = sum of N_k, which stay above 0 for a dead code.",
          _ema_slip(smoothed=False)),
@@ -243,7 +217,7 @@ ema_update = Checker(
          "the old average (gamma is close to 1).", _ema_slip(swap_decay=True)),
         ("cluster_size is the smoothed count: return the moving average N_k itself, and "
          "smooth it only to divide.", _ema_slip(return_smoothed=True)),
-    ], 1e-6, 1e-8, outputs=("codebook", "cluster_size", "embed_sum")),
+    ],
 )
 
 # -- 11.5 perplexity -------------------------------------------------------------------------
@@ -265,12 +239,12 @@ perplexity = Checker(
     "11.5",
     reference=quantize.perplexity,
     cases=_PERP_CASES,
-    compare=_naming(_PERP_CASES, [
+    slips=[
         ("It is the entropy -sum p log p; the perplexity is its exponential, exp(entropy).",
          _entropy),
         ("It is exp of the entropy in bits: bases mixed. exp(-sum p ln p) = 2^(-sum p log2 p).",
          lambda codes, k: float(np.exp(_entropy(codes, k) / np.log(2)))),
         ("It is the number of codes used, not exp(entropy): unequal use counts less.",
          lambda codes, k: float(len(np.unique(codes)))),
-    ], 1e-6, 1e-8),
+    ],
 )
