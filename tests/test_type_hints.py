@@ -14,9 +14,7 @@ import pytest
 pytestmark = pytest.mark.every_lesson
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vae_from_scratch"
-#: conv.py is rewritten for speed under issue 17, and gets its annotations with that work;
-#: made.py (both) and classifier.py are shared, byte for byte, with other lines of work and
-#: get theirs once those have merged.
+#: conv.py, rewritten for speed, still waits for its annotations.
 NOT_YET = {"conv.py"}
 
 

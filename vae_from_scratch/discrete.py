@@ -295,7 +295,7 @@ class VQBottleneck(_Quantized):
             usage = params["vq.usage"]
             usage += vq.code_counts(codes, self.n_codes)
             if step % self.config.restart_every == 0:
-                threshold = max(1.0, self.config.restart_below * float(usage.sum()))
+                threshold = vq.dead_code_threshold(float(usage.sum()), self.config.restart_below)
                 new, dead = vq.restart_dead_codes(codebook, usage, z_e, rng, threshold)
                 codebook[...] = new
                 if self.ema and dead.size:

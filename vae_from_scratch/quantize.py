@@ -80,6 +80,7 @@ __all__ = [
     "nearest_codes",
     "perplexity",
     "rate_bits",
+    "dead_code_threshold",
     "restart_dead_codes",
     "squared_distances",
     "to_rows",
@@ -395,6 +396,13 @@ def perplexity(codes: np.ndarray, k: int) -> float:
         raise ValueError("perplexity needs at least one code")
     p = counts[counts > 0] / counts.sum()
     return float(np.exp(-np.sum(p * np.log(p))))
+
+
+def dead_code_threshold(positions: float, share: float) -> float:
+    """The use below which a code counts as dead at a restart: ``share`` of the ``positions``
+    assigned since the last restart, and never less than 1, so an unused code is always dead
+    (``share`` = 0: the unused codes only). Both backends' restarts ask it."""
+    return max(1.0, share * positions)
 
 
 def restart_dead_codes(codebook: np.ndarray, counts: np.ndarray, z_e: np.ndarray,

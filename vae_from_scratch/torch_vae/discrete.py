@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from vae_from_scratch import quantize as vq
 from vae_from_scratch.discrete import grid_shape
 from vae_from_scratch.torch_vae import quantize as tq
 from vae_from_scratch.torch_vae.bottleneck import TorchBottleneck, register_torch_bottleneck
@@ -127,7 +128,8 @@ class TorchVQBottleneck(_TorchQuantized):
             usage = params["vq.usage"]
             usage += torch.bincount(codes.reshape(-1), minlength=self.n_codes).to(usage.dtype)
             if step % self.config.restart_every == 0:
-                threshold = max(1.0, self.config.restart_below * float(usage.sum()))
+                threshold = vq.dead_code_threshold(float(usage.sum()),
+                                                   self.config.restart_below)
                 dead = torch.nonzero(usage < threshold).reshape(-1)
                 if dead.numel():
                     rows = tq.to_rows(z_e)
