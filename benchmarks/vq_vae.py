@@ -451,7 +451,7 @@ def part_seeds(ds, args):
 
         def judged(codes, m=model):
             z = m.bottleneck.values(m.params, codes).reshape(len(codes), -1)
-            return max_probability(classify(sigmoid(m.decode(z))))
+            return max_probability(classify(m.decode_mean(z)))
 
         rng = np.random.default_rng(seed + 10)
         max_prob = {"real test digits": real,
